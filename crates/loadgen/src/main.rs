@@ -1,0 +1,231 @@
+//! Load generator for pivot-fhir: runs one scenario at a fixed number of connections for a fixed
+//! time and prints throughput and latency percentiles.
+//!
+//! Scenarios: `ceiling` (GET /health: the HTTP ceiling of the same server and machine),
+//! `preload` (PUT Patient/bench-{i} for i in 0..count), `create` (POST Patient), `read` (GET
+//! Patient/bench-{random}), `update` (PUT Patient/bench-{i} with If-Match; each connection owns
+//! its own ids, so no update conflicts). Every non-2xx answer is counted as an error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Server root, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    root: String,
+    /// ceiling | preload | create | read | update
+    #[arg(long)]
+    scenario: String,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds to run (not used by preload).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Number of preloaded patients (ids bench-0 .. bench-{count-1}).
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// First id of the preload range (to extend an existing data set).
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Version every preloaded patient has when `update` starts.
+    #[arg(long, default_value_t = 1)]
+    initial_version: u64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn patient(id: Option<&str>, seed: u64) -> String {
+    let id_member = id.map(|id| format!("\"id\":\"{id}\",")).unwrap_or_default();
+    format!(
+        r#"{{"resourceType":"Patient",{id_member}"identifier":[{{"system":"https://medicaid.example.gov/id","value":"MCD-{seed:09}"}}],"active":true,"name":[{{"use":"official","family":"Family{f}","given":["Given{g}","Middle"]}}],"telecom":[{{"system":"phone","value":"555-{p:04}","use":"mobile"}}],"gender":"{gender}","birthDate":"{year}-0{month}-1{day}","address":[{{"use":"home","line":["{seed} Main St"],"city":"Jackson","state":"MS","postalCode":"392{z:02}"}}],"extension":[{{"url":"https://pivot-fhir.example.org/fhir/StructureDefinition/eligibility-category","valueCode":"primary-care"}}]}}"#,
+        f = seed % 997,
+        g = seed % 389,
+        p = seed % 10_000,
+        gender = if seed % 2 == 0 { "female" } else { "male" },
+        year = 1950 + seed % 70,
+        month = 1 + seed % 9,
+        day = seed % 10,
+        z = seed % 100,
+    )
+}
+
+/// A small fast PRNG (xorshift) so request choice costs nothing.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.scenario == "preload" {
+        preload(&args).await;
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..args.connections {
+        let args = args.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move { run_connection(&args, connection, deadline, &errors).await }));
+    }
+    let mut latencies: Vec<u32> = Vec::new();
+    for task in tasks {
+        if let Ok(mut samples) = task.await {
+            latencies.append(&mut samples);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(latencies[index.min(latencies.len() - 1)]) / 1000.0
+    };
+    let total = latencies.len();
+    let errors = errors.load(Ordering::Relaxed);
+    let rate = total as f64 / elapsed;
+    if args.json {
+        println!(
+            "{{\"scenario\":\"{}\",\"connections\":{},\"requests\":{total},\"errors\":{errors},\"per_second\":{rate:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
+            args.scenario,
+            args.connections,
+            percentile(0.5),
+            percentile(0.99),
+            percentile(1.0)
+        );
+    } else {
+        println!(
+            "{:<8} conns={:<3} requests={total:<8} errors={errors:<5} {rate:>9.0}/s  p50={:.2}ms p99={:.2}ms max={:.2}ms",
+            args.scenario,
+            args.connections,
+            percentile(0.5),
+            percentile(0.99),
+            percentile(1.0)
+        );
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default()
+}
+
+async fn run_connection(args: &Args, connection: usize, deadline: Instant, errors: &AtomicU64) -> Vec<u32> {
+    let client = client();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (connection as u64 + 1) * 0x1000_0001);
+    let mut latencies = Vec::with_capacity(100_000);
+    // `update`: this connection's ids and the version each is at.
+    let owned: Vec<u64> = (0..args.count).filter(|i| (*i as usize) % args.connections == connection).collect();
+    let mut versions = vec![args.initial_version; owned.len()];
+    let mut iteration: u64 = 0;
+    while Instant::now() < deadline {
+        iteration += 1;
+        let request = match args.scenario.as_str() {
+            "ceiling" => client.get(format!("{}/health", args.root)),
+            "create" => client
+                .post(format!("{}/fhir/Patient", args.root))
+                .header("Content-Type", "application/fhir+json")
+                .header("Prefer", "return=minimal")
+                .body(patient(None, rng.next() % 1_000_000)),
+            "read" => client.get(format!("{}/fhir/Patient/bench-{}", args.root, rng.next() % args.count)),
+            "update" => {
+                if owned.is_empty() {
+                    break;
+                }
+                let slot = (iteration as usize) % owned.len();
+                let id = format!("bench-{}", owned[slot]);
+                client
+                    .put(format!("{}/fhir/Patient/{id}", args.root))
+                    .header("Content-Type", "application/fhir+json")
+                    .header("If-Match", format!("W/\"{}\"", versions[slot]))
+                    .header("Prefer", "return=minimal")
+                    .body(patient(Some(&id), owned[slot] + iteration))
+            }
+            other => {
+                eprintln!("unknown scenario {other}");
+                return latencies;
+            }
+        };
+        let start = Instant::now();
+        match request.send().await {
+            Ok(response) => {
+                let ok = response.status().is_success();
+                let _ = response.bytes().await;
+                latencies.push(start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                if ok {
+                    if args.scenario == "update" && !owned.is_empty() {
+                        let slot = (iteration as usize) % owned.len();
+                        versions[slot] += 1;
+                    }
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    latencies
+}
+
+async fn preload(args: &Args) {
+    let next = Arc::new(AtomicU64::new(args.start));
+    let end = args.start + args.count;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let next = next.clone();
+        let root = args.root.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            let mut failures = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                let id = format!("bench-{i}");
+                let response = client
+                    .put(format!("{root}/fhir/Patient/{id}"))
+                    .header("Content-Type", "application/fhir+json")
+                    .header("Prefer", "return=minimal")
+                    .body(patient(Some(&id), i))
+                    .send()
+                    .await;
+                if !response.is_ok_and(|r| r.status().is_success()) {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for task in tasks {
+        failures += task.await.unwrap_or(1);
+    }
+    println!(
+        "preloaded {} patients in {:.1}s ({failures} failures)",
+        args.count,
+        started.elapsed().as_secs_f64()
+    );
+}

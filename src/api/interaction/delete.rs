@@ -1,0 +1,44 @@
+//! delete: `DELETE [base]/[type]/[id]` (http.html#delete). The history is kept; a read then
+//! answers 410 Gone. Deleting what does not exist succeeds and changes nothing.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::api::headers::{Return, if_match, negotiate, prefer_return};
+use crate::api::{AppState, known_type, response, valid_id};
+use crate::error::FhirError;
+
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (resource_type, id) = path.into_inner();
+    known_type(&resource_type)?;
+    valid_id(&id)?;
+    let format = negotiate(&req)?;
+    let expected_version = if_match(req.headers())?;
+    let (ty, target) = (resource_type.clone(), id.clone());
+    let deleted = state
+        .store
+        .write(move |conn| crate::service::resources::delete(conn, &ty, &target, expected_version))
+        .await?;
+    let prefer = match prefer_return(req.headers()) {
+        Return::Minimal => Return::Minimal,
+        _ => Return::OperationOutcome,
+    };
+    Ok(match deleted {
+        Some(written) => {
+            tracing::info!(interaction = "delete", fhir.resource_type = %resource_type, fhir.id = %id, "deleted");
+            let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
+            let builder = response::versioned(status, written.version_id, written.last_updated);
+            let message = format!("Deleted {resource_type}/{id}; the deletion is version {}", written.version_id);
+            response::write_body(builder, format, prefer, None, message)
+        }
+        None => {
+            let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
+            let message = format!("{resource_type}/{id} does not exist or is already deleted; nothing changed");
+            response::write_body(HttpResponse::build(status), format, prefer, None, message)
+        }
+    })
+}

@@ -1,0 +1,9 @@
+//! One module per FHIR interaction (http.html), plus health endpoints.
+
+pub mod capabilities;
+pub mod create;
+pub mod delete;
+pub mod health;
+pub mod history;
+pub mod read;
+pub mod update;

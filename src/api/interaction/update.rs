@@ -1,0 +1,55 @@
+//! update: `PUT [base]/[type]/[id]`, including update-as-create with the client's id
+//! (http.html#update).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use crate::api::headers::{if_match, negotiate, prefer_return, read_body, require_json_body};
+use crate::api::{AppState, known_type, response, valid_id};
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+use crate::fhir::parse::parse_resource;
+use crate::service;
+
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (resource_type, id) = path.into_inner();
+    known_type(&resource_type)?;
+    valid_id(&id)?;
+    let format = negotiate(&req)?;
+    require_json_body(&req)?;
+    let expected_version = if_match(req.headers())?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let resource = parse_resource(&body, Some(&resource_type))?;
+    match resource.get("id") {
+        Some(Value::String(body_id)) if *body_id == id => {}
+        Some(_) => {
+            return Err(FhirError::invalid(
+                Issue::error("invalid", format!("The resource id does not match the URL id '{id}'")).at(format!("{resource_type}.id")),
+            ));
+        }
+        None => {
+            return Err(FhirError::invalid(
+                Issue::error("required", "An updated resource must carry the id of the URL").at(format!("{resource_type}.id")),
+            ));
+        }
+    }
+    let written = state
+        .store
+        .write(move |conn| service::resources::update(conn, &id, resource, expected_version, "PUT"))
+        .await?;
+    tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
+    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut builder = response::versioned(status, written.version_id, written.last_updated);
+    builder.insert_header((
+        "Location",
+        format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id),
+    ));
+    let message = format!("Updated {}/{} to version {}", written.resource_type, written.id, written.version_id);
+    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+}

@@ -1,0 +1,115 @@
+//! HTTP: the route table, shared state and response building. Handlers are thin: they read the
+//! request, call `service` and `store`, and shape the response.
+
+pub mod headers;
+pub mod interaction;
+pub mod response;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+pub use headers::FHIR_JSON;
+
+use crate::error::FhirError;
+use crate::store::Store;
+
+/// State shared by every handler.
+pub struct AppState {
+    pub store: Store,
+    /// Configured public base URL (without `/fhir`), if any.
+    pub base_url: Option<String>,
+    pub max_body_bytes: usize,
+    /// When the server started, as a FHIR instant (CapabilityStatement.date).
+    pub started_at: String,
+}
+
+impl AppState {
+    /// The FHIR base URL for absolute references in responses: the configured one, else the
+    /// request's scheme and `Host`.
+    pub fn fhir_base(&self, req: &HttpRequest) -> String {
+        match &self.base_url {
+            Some(base) => format!("{}/fhir", base.trim_end_matches('/')),
+            None => {
+                let info = req.connection_info();
+                format!("{}://{}/fhir", info.scheme(), info.host())
+            }
+        }
+    }
+}
+
+/// The route table.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use interaction::{capabilities, create, delete, health, history, read, update};
+    cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
+        .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
+        .service(
+            web::scope("/fhir")
+                .service(
+                    web::resource("/metadata")
+                        .route(web::get().to(capabilities::capability_statement))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/_history")
+                        .route(web::get().to(history::system_history))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}")
+                        .route(web::post().to(create::create))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/_history")
+                        .route(web::get().to(history::type_history))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}")
+                        .route(web::get().to(read::read))
+                        .route(web::head().to(read::read))
+                        .route(web::put().to(update::update))
+                        .route(web::delete().to(delete::delete))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history")
+                        .route(web::get().to(history::instance_history))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history/{version}")
+                        .route(web::get().to(read::vread))
+                        .route(web::head().to(read::vread))
+                        .default_service(web::to(method_not_allowed)),
+                ),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, FhirError> {
+    Err(FhirError::MethodNotAllowed(format!("{} is not supported on {}", req.method(), req.path())))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, FhirError> {
+    Err(FhirError::NotFound(format!("No route for {} {}", req.method(), req.path())))
+}
+
+/// Checks a resource type from the URL.
+pub fn known_type(name: &str) -> Result<&str, FhirError> {
+    if crate::fhir::is_resource_type(name) {
+        Ok(name)
+    } else {
+        Err(FhirError::UnknownType(name.to_string()))
+    }
+}
+
+/// Checks a logical id from the URL.
+pub fn valid_id(id: &str) -> Result<&str, FhirError> {
+    if crate::fhir::is_valid_id(id) {
+        Ok(id)
+    } else {
+        Err(FhirError::invalid(
+            crate::fhir::outcome::Issue::error("value", "The id must be 1 to 64 letters, digits, '-' or '.'"),
+        ))
+    }
+}

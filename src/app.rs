@@ -1,0 +1,56 @@
+//! Application start-up: open the store (running migrations), bind the listener, start the
+//! HTTP server. `main` and the integration tests run exactly this.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::fhir::instant::{format_instant, now_micros};
+use crate::store::Store;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Opens the database and binds the listener; the server runs once awaited.
+    pub fn build(settings: &Settings) -> anyhow::Result<Application> {
+        let address = settings.loopback_bind_address()?;
+        let store = Store::open(&settings.database_url, settings.db_pool_size)?;
+        let listener = TcpListener::bind(address).map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(%address, port, backend = ?store.backend(), "pivot-fhir listening");
+        let state = web::Data::new(AppState {
+            store,
+            base_url: settings.base_url.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            started_at: format_instant(now_micros()),
+        });
+        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))
+            .listen(listener)?
+            .shutdown_timeout(30);
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers.max(1));
+        }
+        Ok(Application { port, server: server.run() })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the server (gracefully, or at once).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the process is told to stop (SIGINT/SIGTERM finish in-flight requests).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

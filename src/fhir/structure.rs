@@ -1,0 +1,392 @@
+//! The structure check of R4 JSON (json.html): every member is an element of its type, arrays
+//! exactly where the cardinality is `*`, primitives of the right JSON type and lexical form,
+//! one value per choice element, mandatory elements present, no empty objects or nulls.
+//! Every problem is reported with its FHIRPath location, not only the first.
+//!
+//! The element model is generated from the official StructureDefinitions by
+//! `scripts/generate-r4-model.py` and embedded in the binary.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use regex_lite::Regex;
+use serde_json::{Map, Value};
+
+use super::outcome::Issue;
+
+/// The most issues one check reports.
+const MAX_ISSUES: usize = 100;
+
+struct ElementDef {
+    many: bool,
+    type_code: String,
+    /// For a choice element's variant (`valueQuantity`), the element name (`value[x]`).
+    choice: Option<String>,
+}
+
+struct TypeDef {
+    elements: HashMap<String, ElementDef>,
+    /// Mandatory elements: for a choice element, each of its variant names.
+    required: Vec<(String, Vec<String>)>,
+}
+
+struct Model {
+    types: HashMap<String, TypeDef>,
+    primitives: HashSet<String>,
+}
+
+static MODEL: LazyLock<Model> = LazyLock::new(load_model);
+
+fn load_model() -> Model {
+    let raw: Value = serde_json::from_str(include_str!("r4-model.json")).unwrap_or(Value::Null);
+    let primitives: HashSet<String> = raw["primitives"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let mut types = HashMap::new();
+    if let Some(all) = raw["types"].as_object() {
+        for (type_name, def) in all {
+            let mut elements = HashMap::new();
+            let mut required = Vec::new();
+            let Some(raw_elements) = def["elements"].as_object() else { continue };
+            for (name, spec) in raw_elements {
+                let min = spec[0].as_u64().unwrap_or(0);
+                let many = spec[1].as_str() == Some("*");
+                let codes: Vec<String> = spec[2]
+                    .as_array()
+                    .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                if let Some(prefix) = name.strip_suffix("[x]") {
+                    let variants: Vec<String> = codes.iter().map(|code| format!("{prefix}{}", capitalize(code))).collect();
+                    for (variant, code) in variants.iter().zip(&codes) {
+                        elements.insert(variant.clone(), ElementDef { many, type_code: code.clone(), choice: Some(name.clone()) });
+                    }
+                    if min > 0 {
+                        required.push((name.clone(), variants));
+                    }
+                } else {
+                    let type_code = codes.first().cloned().unwrap_or_else(|| "string".into());
+                    elements.insert(name.clone(), ElementDef { many, type_code, choice: None });
+                    if min > 0 {
+                        required.push((name.clone(), vec![name.clone()]));
+                    }
+                }
+            }
+            types.insert(type_name.clone(), TypeDef { elements, required });
+        }
+    }
+    Model { types, primitives }
+}
+
+fn capitalize(code: &str) -> String {
+    let mut chars = code.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Checks a resource (an object with a known `resourceType`) and returns its problems.
+pub fn check_resource(resource: &Map<String, Value>) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+    if MODEL.types.contains_key(resource_type) {
+        check_object(resource, resource_type, resource_type, &mut issues);
+    } else {
+        issues.push(Issue::error("value", format!("Unknown resource type '{resource_type}'")).at("resourceType"));
+    }
+    issues
+}
+
+/// Whether `name` is a known resource type or datatype of the model.
+pub fn is_known_type(name: &str) -> bool {
+    MODEL.types.contains_key(name)
+}
+
+fn report(issues: &mut Vec<Issue>, issue: Issue) {
+    if issues.len() < MAX_ISSUES {
+        issues.push(issue);
+    }
+}
+
+fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &mut Vec<Issue>) {
+    let Some(def) = MODEL.types.get(type_name) else { return };
+    if map.is_empty() {
+        report(issues, Issue::error("structure", "An element must have a value or children (ele-1); this object is empty").at(path));
+        return;
+    }
+    let is_resource = MODEL.types.get(type_name).is_some() && map.contains_key("resourceType") && path_is_resource_root(type_name);
+    let mut choices_seen: HashMap<&str, &str> = HashMap::new();
+    for (key, value) in map {
+        if key == "resourceType" && is_resource {
+            continue;
+        }
+        let (name, is_extension_part) = match key.strip_prefix('_') {
+            Some(name) => (name, true),
+            None => (key.as_str(), false),
+        };
+        let member_path = format!("{path}.{name}");
+        let Some(element) = def.elements.get(name) else {
+            report(issues, Issue::error("structure", format!("Unknown element '{key}' in {type_name}")).at(format!("{path}.{key}")));
+            continue;
+        };
+        if let Some(choice) = &element.choice
+            && let Some(other) = choices_seen.insert(choice.as_str(), name)
+            && other != name
+        {
+            report(
+                issues,
+                Issue::error("structure", format!("Only one of {other} and {name} may be present ({choice} has one value)")).at(&member_path),
+            );
+        }
+        let primitive = MODEL.primitives.contains(&element.type_code);
+        if is_extension_part {
+            if !primitive {
+                report(issues, Issue::error("structure", format!("'{key}' is only allowed for primitive elements")).at(&member_path));
+                continue;
+            }
+            check_primitive_extension_part(value, element.many, &member_path, issues);
+            continue;
+        }
+        let has_extension_part = map.contains_key(&format!("_{name}"));
+        match (element.many, value) {
+            (true, Value::Array(items)) => {
+                if items.is_empty() {
+                    report(issues, Issue::error("structure", "Arrays must not be empty").at(&member_path));
+                }
+                for (index, item) in items.iter().enumerate() {
+                    let item_path = format!("{member_path}[{index}]");
+                    if item.is_null() && primitive && has_extension_part {
+                        continue; // aligned with an extension in the `_name` array
+                    }
+                    check_value(item, &element.type_code, primitive, &item_path, issues);
+                }
+            }
+            (true, _) => report(issues, Issue::error("structure", format!("{name} repeats, so it must be a JSON array")).at(&member_path)),
+            (false, Value::Array(_)) => {
+                report(issues, Issue::error("structure", format!("{name} has at most one value, so it must not be an array")).at(&member_path))
+            }
+            (false, value) => check_value(value, &element.type_code, primitive, &member_path, issues),
+        }
+    }
+    for (name, variants) in &def.required {
+        let present = variants.iter().any(|variant| map.contains_key(variant) || map.contains_key(&format!("_{variant}")));
+        if !present {
+            report(issues, Issue::error("required", format!("{type_name}.{name} is required (minimum cardinality 1)")).at(format!("{path}.{}", name.trim_end_matches("[x]"))));
+        }
+    }
+}
+
+/// Backbone types are named by path (`Patient.contact`); resource types are plain names.
+fn path_is_resource_root(type_name: &str) -> bool {
+    !type_name.contains('.')
+}
+
+fn check_value(value: &Value, type_code: &str, primitive: bool, path: &str, issues: &mut Vec<Issue>) {
+    if primitive {
+        if let Err(message) = check_primitive(value, type_code) {
+            report(issues, Issue::error("value", message).at(path));
+        }
+        return;
+    }
+    let Value::Object(map) = value else {
+        report(issues, Issue::error("structure", format!("Expected a JSON object ({type_code})")).at(path));
+        return;
+    };
+    if type_code == "Resource" {
+        match map.get("resourceType").and_then(Value::as_str) {
+            Some(inner) if crate::fhir::is_resource_type(inner) && MODEL.types.contains_key(inner) => {
+                check_object(map, inner, path, issues);
+            }
+            Some(inner) => report(issues, Issue::error("value", format!("Unknown resource type '{inner}'")).at(format!("{path}.resourceType"))),
+            None => report(issues, Issue::error("required", "A contained resource needs a resourceType").at(format!("{path}.resourceType"))),
+        }
+        return;
+    }
+    check_object(map, type_code, path, issues);
+}
+
+/// `_name`: the id and extensions of a primitive (an object, or an array aligned with the values).
+fn check_primitive_extension_part(value: &Value, many: bool, path: &str, issues: &mut Vec<Issue>) {
+    let check_one = |item: &Value, item_path: &str, issues: &mut Vec<Issue>| match item {
+        Value::Object(map) => {
+            for (key, member) in map {
+                match key.as_str() {
+                    "id" => {
+                        if let Err(message) = check_primitive(member, "string") {
+                            report(issues, Issue::error("value", message).at(format!("{item_path}.id")));
+                        }
+                    }
+                    "extension" => match member {
+                        Value::Array(extensions) => {
+                            for (index, extension) in extensions.iter().enumerate() {
+                                check_value(extension, "Extension", false, &format!("{item_path}.extension[{index}]"), issues);
+                            }
+                        }
+                        _ => report(issues, Issue::error("structure", "extension must be an array").at(format!("{item_path}.extension"))),
+                    },
+                    other => report(issues, Issue::error("structure", format!("Unknown element '{other}' in a primitive's extension part")).at(format!("{item_path}.{other}"))),
+                }
+            }
+        }
+        _ => report(issues, Issue::error("structure", "A primitive's extension part must be an object").at(item_path)),
+    };
+    match (many, value) {
+        (true, Value::Array(items)) => {
+            for (index, item) in items.iter().enumerate() {
+                if !item.is_null() {
+                    check_one(item, &format!("{path}[{index}]"), issues);
+                }
+            }
+        }
+        (false, item) if !item.is_array() => check_one(item, path, issues),
+        _ => report(issues, Issue::error("structure", "The extension part must have the shape of its value (array or object)").at(path)),
+    }
+}
+
+struct Patterns {
+    date: Regex,
+    date_time: Regex,
+    instant: Regex,
+    time: Regex,
+    code: Regex,
+    oid: Regex,
+    uuid: Regex,
+    base64: Regex,
+}
+
+static PATTERNS: LazyLock<Option<Patterns>> = LazyLock::new(|| {
+    const YEAR: &str = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)";
+    const CLOCK: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?";
+    const ZONE: &str = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))";
+    const MONTH_DAY: &str = r"(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])";
+    Some(Patterns {
+        date: Regex::new(&format!(r"^{YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$")).ok()?,
+        date_time: Regex::new(&format!(
+            r"^{YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T{CLOCK}{ZONE})?)?)?$"
+        ))
+        .ok()?,
+        instant: Regex::new(&format!(r"^{YEAR}-{MONTH_DAY}T{CLOCK}{ZONE}$")).ok()?,
+        time: Regex::new(&format!("^{CLOCK}$")).ok()?,
+        code: Regex::new(r"^[^\s]+( [^\s]+)*$").ok()?,
+        oid: Regex::new(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$").ok()?,
+        uuid: Regex::new(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$").ok()?,
+        base64: Regex::new(r"^[A-Za-z0-9+/=\s]*$").ok()?,
+    })
+});
+
+/// Checks one primitive value's JSON type and lexical form (datatypes.html#primitive).
+fn check_primitive(value: &Value, type_code: &str) -> Result<(), String> {
+    let Some(patterns) = PATTERNS.as_ref() else { return Ok(()) };
+    match type_code {
+        "boolean" => value.is_boolean().then_some(()).ok_or_else(|| "Expected a JSON boolean (true or false)".to_string()),
+        "integer" | "unsignedInt" | "positiveInt" => {
+            let Some(number) = value.as_i64().filter(|n| i32::try_from(*n).is_ok()) else {
+                return Err(format!("Expected a whole JSON number within 32 bits ({type_code})"));
+            };
+            match type_code {
+                "unsignedInt" if number < 0 => Err("unsignedInt must not be negative".into()),
+                "positiveInt" if number < 1 => Err("positiveInt must be 1 or more".into()),
+                _ => Ok(()),
+            }
+        }
+        "decimal" => value.is_number().then_some(()).ok_or_else(|| "Expected a JSON number (decimal)".to_string()),
+        _ => {
+            let Some(text) = value.as_str() else {
+                return Err(format!("Expected a JSON string ({type_code})"));
+            };
+            let valid = match type_code {
+                "id" => crate::fhir::is_valid_id(text),
+                "date" => patterns.date.is_match(text),
+                "dateTime" => patterns.date_time.is_match(text),
+                "instant" => patterns.instant.is_match(text),
+                "time" => patterns.time.is_match(text),
+                "code" => patterns.code.is_match(text),
+                "oid" => patterns.oid.is_match(text),
+                "uuid" => patterns.uuid.is_match(text),
+                "base64Binary" => patterns.base64.is_match(text),
+                "uri" | "url" | "canonical" => !text.is_empty() && !text.chars().any(char::is_whitespace),
+                _ => !text.is_empty(),
+            };
+            if valid { Ok(()) } else { Err(format!("'{}' is not a valid {type_code}", truncate(text))) }
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str) -> Vec<(String, String)> {
+        let value: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+        check_resource(&value)
+            .into_iter()
+            .map(|issue| (issue.code.to_string(), issue.expression.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_patient_has_no_issues() {
+        let issues = check(
+            r#"{"resourceType":"Patient","id":"p1","meta":{"profile":["http://x/y"]},"active":true,
+            "name":[{"family":"Doe","given":["Jane",null],"_given":[null,{"extension":[{"url":"http://x","valueString":"v"}]}]}],
+            "birthDate":"1990-02-03","_birthDate":{"id":"b"},"deceasedBoolean":false,
+            "contact":[{"name":{"text":"Mom"}}],"contained":[{"resourceType":"Organization","id":"o","name":"Org"}]}"#,
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn structural_problems_are_all_reported_with_paths() {
+        let issues = check(
+            r#"{"resourceType":"Patient","name":{"family":"X"},"active":"yes","birthDate":"1990-13-01",
+            "gender":" male","nickname":"x","deceasedBoolean":true,"deceasedDateTime":"2020","contact":[{}],
+            "telecom":[],"contained":[{"resourceType":"Nope"}],"multipleBirthInteger":1.5}"#,
+        );
+        let paths: Vec<&str> = issues.iter().map(|(_, path)| path.as_str()).collect();
+        for expected in [
+            "Patient.name",
+            "Patient.active",
+            "Patient.birthDate",
+            "Patient.gender",
+            "Patient.nickname",
+            "Patient.deceasedDateTime",
+            "Patient.contact[0]",
+            "Patient.telecom",
+            "Patient.contained[0].resourceType",
+            "Patient.multipleBirthInteger",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn mandatory_elements_and_choices_are_checked() {
+        let issues = check(r#"{"resourceType":"Observation","code":{"text":"x"}}"#);
+        assert_eq!(issues, vec![("required".to_string(), "Observation.status".to_string())]);
+        let issues = check(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"unit":"kg"}}"#);
+        assert!(issues.is_empty(), "{issues:?}");
+        let issues = check(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueFoo":1}"#);
+        assert_eq!(issues, vec![("structure".to_string(), "Observation.valueFoo".to_string())]);
+    }
+
+    #[test]
+    fn primitive_forms_follow_the_spec() {
+        assert!(check_primitive(&Value::from("2026-11-25T10:00:00Z"), "instant").is_ok());
+        assert!(check_primitive(&Value::from("2026-11-25T10:00:00"), "instant").is_err());
+        assert!(check_primitive(&Value::from("2026-11-25T10:00:00+14:00"), "dateTime").is_ok());
+        assert!(check_primitive(&Value::from("2026-11-25T10:00"), "dateTime").is_err());
+        assert!(check_primitive(&Value::from("urn:oid:1.2.3"), "oid").is_ok());
+        assert!(check_primitive(&Value::from("a b"), "uri").is_err());
+        assert!(check_primitive(&Value::from(""), "string").is_err());
+        assert!(check_primitive(&Value::from(0), "positiveInt").is_err());
+        assert!(check_primitive(&Value::from(3_000_000_000_i64), "integer").is_err());
+    }
+}

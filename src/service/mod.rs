@@ -1,0 +1,5 @@
+//! FHIR semantics without HTTP: versioning, `meta` stamping and preconditions. Functions take a
+//! connection inside a transaction, so a Bundle can run many of them atomically.
+
+pub mod clock;
+pub mod resources;

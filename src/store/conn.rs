@@ -1,0 +1,93 @@
+//! Connections and pools for the two backends, chosen by the URL scheme.
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+
+/// One connection to either backend. Queries written once against `AnyConnection` run on both;
+/// backend-specific SQL matches on the variant.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// The database backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme; returns the URL to hand to the driver.
+    pub fn from_url(url: &str) -> anyhow::Result<(Backend, String)> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                anyhow::bail!("DATABASE_URL {url:?} names no file; use sqlite://PATH, e.g. sqlite://data/pivot.db");
+            }
+            Ok((Backend::Sqlite, path.to_string()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok((Backend::Postgres, url.to_string()))
+        } else {
+            let scheme = url.split("://").next().unwrap_or(url);
+            anyhow::bail!(
+                "DATABASE_URL has unsupported scheme {scheme:?}: use sqlite://PATH (embedded) or \
+                 postgres://USER@HOST:PORT/DATABASE"
+            )
+        }
+    }
+}
+
+/// An r2d2 connection manager that opens the configured backend (never guesses from the URL, as
+/// SQLite accepts any string as a file name) and applies SQLite's per-connection settings.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    backend: Backend,
+    url: String,
+}
+
+impl Manager {
+    pub fn new(backend: Backend, url: String) -> Self {
+        Manager { backend, url }
+    }
+}
+
+/// SQLite settings, per connection. WAL lets readers run beside the writer. `synchronous=NORMAL`
+/// in WAL mode keeps every committed transaction across a crash or `kill -9` of the server
+/// process (the WAL is written before commit returns); only an operating-system crash or power
+/// loss can lose the last transactions, which is the trade-off for ~10x faster commits.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+    PRAGMA cache_size = -32000; PRAGMA mmap_size = 268435456;";
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(SQLITE_PRAGMAS).map_err(r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+            Backend::Postgres => PgConnection::establish(&self.url)
+                .map(AnyConnection::Postgresql)
+                .map_err(r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConnection = r2d2::PooledConnection<Manager>;

@@ -1,0 +1,169 @@
+//! Storage: every version of every resource on SQLite (embedded) or PostgreSQL (shared by many
+//! server nodes). diesel is blocking, so all database work runs on the blocking thread pool
+//! through [`Store::read`] and [`Store::write`]; `write` wraps its closure in one transaction,
+//! so a multi-resource write commits or rolls back as a whole.
+
+pub mod conn;
+pub mod resources;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::Connection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use conn::{AnyConnection, Backend};
+use conn::{Manager, Pool};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Storage failures, before they become HTTP answers in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, or no connection became free in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Backend(DieselError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(err: DieselError) -> Self {
+        StoreError::classify(err)
+    }
+}
+
+impl StoreError {
+    /// Sorts a diesel error: lost connections and lock timeouts are `Unavailable`.
+    pub fn classify(err: DieselError) -> StoreError {
+        match &err {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, info) => {
+                StoreError::Unavailable(info.message().to_string())
+            }
+            DieselError::DatabaseError(_, info) if is_transient_message(info.message()) => {
+                StoreError::Unavailable(info.message().to_string())
+            }
+            _ => StoreError::Backend(err),
+        }
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    message.contains("database is locked")
+        || message.contains("terminating connection")
+        || message.contains("server closed the connection")
+        || message.contains("the database system is")
+        || message.contains("no connection to the server")
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    readers: Pool,
+    /// SQLite allows one writer at a time, so writes queue for a single connection instead of
+    /// failing with "database is locked"; on PostgreSQL this is the same pool as `readers`.
+    writers: Pool,
+}
+
+impl Store {
+    /// Opens the database named by `url`, creating a SQLite file's folder, and runs pending
+    /// migrations (PostgreSQL: under an advisory lock, so nodes starting together take turns).
+    pub fn open(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        let (backend, driver_url) = Backend::from_url(url)?;
+        if backend == Backend::Sqlite
+            && let Some(parent) = std::path::Path::new(&driver_url).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| anyhow::anyhow!("cannot create the database folder {}: {err}", parent.display()))?;
+        }
+        let manager = Manager::new(backend, driver_url);
+        let build = |size: u32| {
+            Pool::builder()
+                .max_size(size)
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(10))
+                .test_on_check_out(false)
+                .build(manager.clone())
+                .map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))
+        };
+        let writers = build(if backend == Backend::Sqlite { 1 } else { pool_size.max(2) })?;
+        let readers = if backend == Backend::Sqlite { build(pool_size.max(1))? } else { writers.clone() };
+        let store = Store { backend, readers, writers };
+        let mut conn = store.writers.get().map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
+        run_migrations(&mut conn)?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs `work` with a reading connection on the blocking pool.
+    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        run_blocking(move || {
+            let mut conn = pool.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+    }
+
+    /// Runs `work` inside one database transaction on the blocking pool: it commits when `work`
+    /// returns `Ok` and rolls back otherwise.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<DieselError> + Send + 'static,
+    {
+        let pool = self.writers.clone();
+        run_blocking(move || {
+            let mut conn = pool.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            conn.transaction(|conn| work(conn))
+        })
+        .await
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify)).await
+    }
+}
+
+async fn run_blocking<T, E, F>(work: F) -> Result<T, E>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    match actix_web::rt::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join_error) => Err(StoreError::Other(anyhow::anyhow!("database task failed: {join_error}")).into()),
+    }
+}
+
+fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
+    let result = match conn {
+        AnyConnection::Sqlite(conn) => conn.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+        AnyConnection::Postgresql(conn) => {
+            // Several nodes may start at once against one database: take turns.
+            conn.batch_execute("SELECT pg_advisory_lock(727274)")?;
+            let result = conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ());
+            conn.batch_execute("SELECT pg_advisory_unlock(727274)")?;
+            result
+        }
+    };
+    result.map_err(|err| anyhow::anyhow!("database migration failed: {err}"))
+}

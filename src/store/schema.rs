@@ -1,0 +1,24 @@
+//! Table definitions shared by both backends (see `migrations/`).
+
+diesel::table! {
+    resource_versions (resource_type, id, version_id) {
+        resource_type -> Text,
+        id -> Text,
+        version_id -> BigInt,
+        last_updated -> BigInt,
+        method -> Text,
+        content -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    resources (pk) {
+        pk -> BigInt,
+        resource_type -> Text,
+        id -> Text,
+        version_id -> BigInt,
+        last_updated -> BigInt,
+        deleted -> Integer,
+        content -> Nullable<Text>,
+    }
+}

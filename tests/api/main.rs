@@ -1,0 +1,11 @@
+//! Integration tests: the real server, over HTTP, on SQLite and (with `DATABASE_URL`) PostgreSQL.
+
+mod helpers;
+
+mod concurrency;
+mod crud;
+mod durability;
+mod examples;
+mod history;
+mod migrations;
+mod protocol;
