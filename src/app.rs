@@ -26,6 +26,7 @@ impl Application {
         tracing::info!(%address, port, backend = ?store.backend(), "pivot-fhir listening");
         let state = web::Data::new(AppState {
             store,
+            registry: std::sync::Arc::new(crate::search::registry::Registry::r4()),
             base_url: settings.base_url.clone(),
             max_body_bytes: settings.max_body_bytes,
             started_at: format_instant(now_micros()),

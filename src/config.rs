@@ -25,7 +25,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
 
     /// Database connections per server node (readers; SQLite has one extra writer connection).
-    #[arg(long, env = "PIVOT_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "PIVOT_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
 
     /// HTTP worker threads (default: one per CPU core).
@@ -45,7 +45,7 @@ impl Settings {
             database_url: database_url.into(),
             base_url: None,
             max_body_bytes: 32 * 1024 * 1024,
-            db_pool_size: 16,
+            db_pool_size: 8,
             workers: None,
             log_format: "text".into(),
         }

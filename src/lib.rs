@@ -11,6 +11,8 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod fhir;
+pub mod fhirpath;
+pub mod search;
 pub mod service;
 pub mod store;
 pub mod telemetry;

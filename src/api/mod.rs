@@ -15,6 +15,8 @@ use crate::store::Store;
 /// State shared by every handler.
 pub struct AppState {
     pub store: Store,
+    /// The search parameters in force.
+    pub registry: std::sync::Arc<crate::search::registry::Registry>,
     /// Configured public base URL (without `/fhir`), if any.
     pub base_url: Option<String>,
     pub max_body_bytes: usize,

@@ -26,6 +26,8 @@ struct ElementDef {
 
 struct TypeDef {
     elements: HashMap<String, ElementDef>,
+    /// Choice elements by their base name (`value`): each variant's JSON key and type.
+    choices: HashMap<String, Vec<(String, String)>>,
     /// Mandatory elements: for a choice element, each of its variant names.
     required: Vec<(String, Vec<String>)>,
 }
@@ -47,6 +49,7 @@ fn load_model() -> Model {
     if let Some(all) = raw["types"].as_object() {
         for (type_name, def) in all {
             let mut elements = HashMap::new();
+            let mut choices = HashMap::new();
             let mut required = Vec::new();
             let Some(raw_elements) = def["elements"].as_object() else { continue };
             for (name, spec) in raw_elements {
@@ -61,6 +64,10 @@ fn load_model() -> Model {
                     for (variant, code) in variants.iter().zip(&codes) {
                         elements.insert(variant.clone(), ElementDef { many, type_code: code.clone(), choice: Some(name.clone()) });
                     }
+                    choices.insert(
+                        prefix.to_string(),
+                        variants.iter().cloned().zip(codes.iter().cloned()).collect::<Vec<_>>(),
+                    );
                     if min > 0 {
                         required.push((name.clone(), variants));
                     }
@@ -72,7 +79,7 @@ fn load_model() -> Model {
                     }
                 }
             }
-            types.insert(type_name.clone(), TypeDef { elements, required });
+            types.insert(type_name.clone(), TypeDef { elements, choices, required });
         }
     }
     Model { types, primitives }
@@ -96,6 +103,24 @@ pub fn check_resource(resource: &Map<String, Value>) -> Vec<Issue> {
         issues.push(Issue::error("value", format!("Unknown resource type '{resource_type}'")).at("resourceType"));
     }
     issues
+}
+
+/// The JSON keys and types an element name stands for in `type_name`: one for an ordinary
+/// element, one per variant for a choice element (`value` → `valueQuantity`, `valueString`, ...).
+/// Empty when the type has no such element.
+pub fn element_keys(type_name: &str, name: &str) -> Vec<(String, String)> {
+    let Some(def) = MODEL.types.get(type_name) else { return Vec::new() };
+    if let Some(element) = def.elements.get(name)
+        && element.choice.is_none()
+    {
+        return vec![(name.to_string(), element.type_code.clone())];
+    }
+    def.choices.get(name).cloned().unwrap_or_default()
+}
+
+/// Whether `type_code` is a FHIR primitive type.
+pub fn is_primitive(type_code: &str) -> bool {
+    MODEL.primitives.contains(type_code)
 }
 
 /// Whether `name` is a known resource type or datatype of the model.

@@ -6,8 +6,10 @@ use serde_json::{Map, Value, json};
 use super::clock::next_timestamp;
 use crate::error::FhirError;
 use crate::fhir::instant::{Micros, format_instant};
-use crate::store::AnyConnection;
+use crate::search::extract::extract;
+use crate::search::registry::Registry;
 use crate::store::resources::{self as rows, NewVersion};
+use crate::store::{AnyConnection, index};
 
 /// How many times a write re-reads the current version after losing a race to another writer
 /// of the same resource before it gives up with 409.
@@ -28,15 +30,16 @@ pub struct Written {
 
 /// Creates a resource with a new server-assigned id (any id in the body is ignored, per the
 /// create interaction).
-pub fn create(conn: &mut AnyConnection, resource: Map<String, Value>) -> Result<Written, FhirError> {
+pub fn create(conn: &mut AnyConnection, registry: &Registry, resource: Map<String, Value>) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
-    let content = stamp(resource, &id, 1, last_updated);
+    let (stamped, content) = stamp(resource, &id, 1, last_updated);
     let new = NewVersion { resource_type: &resource_type, id: &id, version_id: 1, last_updated, method: "POST", content: Some(&content) };
-    if !rows::insert_first(conn, &new)? {
+    let Some(pk) = rows::insert_first(conn, &new)? else {
         return Err(FhirError::Conflict(format!("{resource_type}/{id} already exists")));
-    }
+    };
+    index::insert(conn, pk, &extract(registry, &stamped))?;
     Ok(Written { resource_type, id, version_id: 1, last_updated, created: true, content: Some(content) })
 }
 
@@ -44,19 +47,21 @@ pub fn create(conn: &mut AnyConnection, resource: Map<String, Value>) -> Result<
 /// `if_match` is the version the client expects to replace.
 pub fn update(
     conn: &mut AnyConnection,
+    registry: &Registry,
     id: &str,
     resource: Map<String, Value>,
     if_match: Option<i64>,
     method: &str,
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
-    write_version(conn, &resource_type, id, Some(resource), if_match, method)
+    write_version(conn, registry, &resource_type, id, Some(resource), if_match, method)
 }
 
 /// Deletes `resource_type/id`, keeping its history. Returns `None` when there was no current
 /// resource to delete (deleting is idempotent).
 pub fn delete(
     conn: &mut AnyConnection,
+    registry: &Registry,
     resource_type: &str,
     id: &str,
     if_match: Option<i64>,
@@ -69,7 +74,7 @@ pub fn delete(
             Ok(None)
         }
         Some(current) if current.deleted != 0 && if_match.is_none() => Ok(None),
-        Some(_) => write_version(conn, resource_type, id, None, if_match, "DELETE").map(Some),
+        Some(_) => write_version(conn, registry, resource_type, id, None, if_match, "DELETE").map(Some),
     }
 }
 
@@ -78,6 +83,7 @@ pub fn delete(
 /// specific version with `If-Match`, which then fails with 412.
 fn write_version(
     conn: &mut AnyConnection,
+    registry: &Registry,
     resource_type: &str,
     id: &str,
     resource: Option<Map<String, Value>>,
@@ -106,7 +112,8 @@ fn write_version(
             Some(current) => (current.version_id + 1, next_timestamp(Some(current.last_updated))),
             None => (1, next_timestamp(None)),
         };
-        let content = resource.clone().map(|resource| stamp(resource, id, version_id, last_updated));
+        let stamped = resource.clone().map(|resource| stamp(resource, id, version_id, last_updated));
+        let content = stamped.as_ref().map(|(_, text)| text.clone());
         let new = NewVersion {
             resource_type,
             id,
@@ -115,11 +122,17 @@ fn write_version(
             method,
             content: content.as_deref(),
         };
-        let written = match &current {
-            Some(current) => rows::replace_current(conn, &new, current.version_id)?,
+        let written_pk = match &current {
+            Some(current) => rows::replace_current(conn, &new, current.version_id)?.then_some(current.pk),
             None => rows::insert_first(conn, &new)?,
         };
-        if written {
+        if let Some(pk) = written_pk {
+            if current.is_some() {
+                index::clear(conn, pk)?;
+            }
+            if let Some((value, _)) = &stamped {
+                index::insert(conn, pk, &extract(registry, value))?;
+            }
             let created = content.is_some() && current.as_ref().is_none_or(|c| c.deleted != 0);
             return Ok(Written {
                 resource_type: resource_type.to_string(),
@@ -148,10 +161,10 @@ fn resource_type_of(resource: &Map<String, Value>) -> Result<String, FhirError> 
     }
 }
 
-/// Serializes `resource` with the server's `id`, `meta.versionId` and `meta.lastUpdated`,
-/// keeping the client's other `meta` elements (profile, security, tag, source) and the order of
-/// everything else. `resourceType`, `id` and `meta` come first.
-pub fn stamp(mut resource: Map<String, Value>, id: &str, version_id: i64, last_updated: Micros) -> String {
+/// Gives `resource` the server's `id`, `meta.versionId` and `meta.lastUpdated`, keeping the
+/// client's other `meta` elements (profile, security, tag, source) and the order of everything
+/// else; `resourceType`, `id` and `meta` come first. Returns the resource and its JSON text.
+pub fn stamp(mut resource: Map<String, Value>, id: &str, version_id: i64, last_updated: Micros) -> (Value, String) {
     let mut meta = match resource.shift_remove("meta") {
         Some(Value::Object(meta)) => meta,
         _ => Map::new(),
@@ -169,7 +182,9 @@ pub fn stamp(mut resource: Map<String, Value>, id: &str, version_id: i64, last_u
     stamped.insert("id".into(), json!(id));
     stamped.insert("meta".into(), Value::Object(stamped_meta));
     stamped.extend(resource);
-    Value::Object(stamped).to_string()
+    let value = Value::Object(stamped);
+    let text = value.to_string();
+    (value, text)
 }
 
 #[cfg(test)]
@@ -182,7 +197,7 @@ mod tests {
             r#"{"resourceType":"Patient","active":true,"id":"old","meta":{"versionId":"9","profile":["p"]},"_active":{"id":"x"}}"#,
         )
         .unwrap_or_default();
-        let text = stamp(resource, "new", 2, 0);
+        let (_, text) = stamp(resource, "new", 2, 0);
         assert_eq!(
             text,
             r#"{"resourceType":"Patient","id":"new","meta":{"versionId":"2","lastUpdated":"1970-01-01T00:00:00.000000Z","profile":["p"]},"active":true,"_active":{"id":"x"}}"#

@@ -4,6 +4,9 @@
 //! so a multi-resource write commits or rolls back as a whole.
 
 pub mod conn;
+pub mod index;
+pub mod search;
+pub mod sql;
 pub mod resources;
 pub mod schema;
 
@@ -118,6 +121,22 @@ impl Store {
             work(&mut conn)
         })
         .await
+    }
+
+    /// Runs a short read, such as a lookup by primary key. On SQLite it runs on the calling
+    /// thread: the query takes microseconds, less than handing it to the blocking pool and back.
+    /// On PostgreSQL (a network round trip) it goes through the blocking pool like `read`.
+    pub async fn read_point<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        if self.backend == Backend::Sqlite {
+            let mut conn = self.readers.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            return work(&mut conn);
+        }
+        self.read(work).await
     }
 
     /// Runs `work` inside one database transaction on the blocking pool: it commits when `work`

@@ -68,9 +68,10 @@ pub fn version(
         .optional()?)
 }
 
-/// Writes the first version of a resource. Returns `false`, leaving the transaction usable, when
-/// a concurrent transaction created the same resource first (the caller then updates instead).
-pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<bool, StoreError> {
+/// Writes the first version of a resource and returns its key. Returns `None`, leaving the
+/// transaction usable, when a concurrent transaction created the same resource first (the
+/// caller then updates instead).
+pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<Option<i64>, StoreError> {
     // A savepoint: on PostgreSQL a failed statement would otherwise abort the whole transaction.
     let inserted = conn.transaction(|conn| {
         diesel::insert_into(resources::table)
@@ -87,9 +88,14 @@ pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<bo
     match inserted {
         Ok(_) => {
             insert_version(conn, new)?;
-            Ok(true)
+            let pk = resources::table
+                .filter(resources::resource_type.eq(new.resource_type))
+                .filter(resources::id.eq(new.id))
+                .select(resources::pk)
+                .first(conn)?;
+            Ok(Some(pk))
         }
-        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(None),
         Err(err) => Err(err.into()),
     }
 }

@@ -22,3 +22,4 @@ diesel::table! {
         content -> Nullable<Text>,
     }
 }
+

@@ -28,7 +28,7 @@ struct Args {
     /// Number of preloaded patients (ids bench-0 .. bench-{count-1}).
     #[arg(long, default_value_t = 10_000)]
     count: u64,
-    /// First id of the preload range (to extend an existing data set).
+    /// First id of the range `preload` writes and `update` changes.
     #[arg(long, default_value_t = 0)]
     start: u64,
     /// Version every preloaded patient has when `update` starts.
@@ -134,7 +134,7 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (connection as u64 + 1) * 0x1000_0001);
     let mut latencies = Vec::with_capacity(100_000);
     // `update`: this connection's ids and the version each is at.
-    let owned: Vec<u64> = (0..args.count).filter(|i| (*i as usize) % args.connections == connection).collect();
+    let owned: Vec<u64> = (args.start..args.start + args.count).filter(|i| (*i as usize) % args.connections == connection).collect();
     let mut versions = vec![args.initial_version; owned.len()];
     let mut iteration: u64 = 0;
     while Instant::now() < deadline {

@@ -20,7 +20,8 @@ pub async fn create(
     require_json_body(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
-    let written = state.store.write(move |conn| service::resources::create(conn, resource)).await?;
+    let registry = state.registry.clone();
+    let written = state.store.write(move |conn| service::resources::create(conn, &registry, resource)).await?;
     tracing::info!(interaction = "create", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "created");
     let location = format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id);
     let mut builder = response::versioned(StatusCode::CREATED, written.version_id, written.last_updated);

@@ -19,9 +19,10 @@ pub async fn delete(
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
     let (ty, target) = (resource_type.clone(), id.clone());
+    let registry = state.registry.clone();
     let deleted = state
         .store
-        .write(move |conn| crate::service::resources::delete(conn, &ty, &target, expected_version))
+        .write(move |conn| crate::service::resources::delete(conn, &registry, &ty, &target, expected_version))
         .await?;
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,

@@ -17,7 +17,7 @@ pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, state: we
     valid_id(&id)?;
     let format = negotiate(&req)?;
     let (ty, target) = (resource_type.clone(), id.clone());
-    let current = state.store.read(move |conn| rows::current(conn, &ty, &target)).await?;
+    let current = state.store.read_point(move |conn| rows::current(conn, &ty, &target)).await?;
     let Some(current) = current else {
         return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
     };
@@ -40,7 +40,7 @@ pub async fn vread(
         return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version '{version}'")));
     };
     let (ty, target) = (resource_type.clone(), id.clone());
-    let row = state.store.read(move |conn| rows::version(conn, &ty, &target, version_id)).await?;
+    let row = state.store.read_point(move |conn| rows::version(conn, &ty, &target, version_id)).await?;
     let Some(row) = row else {
         return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version {version_id}")));
     };

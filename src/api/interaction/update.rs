@@ -39,9 +39,10 @@ pub async fn update(
             ));
         }
     }
+    let registry = state.registry.clone();
     let written = state
         .store
-        .write(move |conn| service::resources::update(conn, &id, resource, expected_version, "PUT"))
+        .write(move |conn| service::resources::update(conn, &registry, &id, resource, expected_version, "PUT"))
         .await?;
     tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };

@@ -1,0 +1,5 @@
+//! Search (search.html): parameters, index extraction and query planning.
+
+pub mod extract;
+pub mod query;
+pub mod registry;

@@ -1,0 +1,81 @@
+//! Writing the search index rows of one resource (inside the resource's write transaction),
+//! as multi-row INSERTs.
+
+use super::sql::{Bind, Sql, execute};
+use super::{AnyConnection, StoreError};
+use crate::search::extract::IndexRows;
+
+/// Rows per INSERT statement (SQLite allows 32,766 bound values per statement).
+const CHUNK: usize = 400;
+
+const TABLES: &[&str] = &["search_string", "search_token", "search_reference", "search_date", "search_quantity", "search_uri"];
+
+/// Removes every index row of the resource `pk`.
+pub fn clear(conn: &mut AnyConnection, pk: i64) -> Result<(), StoreError> {
+    for table in TABLES {
+        let mut sql = Sql::default();
+        sql.push(&format!("DELETE FROM {table} WHERE resource_pk = "));
+        sql.int(pk);
+        execute(conn, sql)?;
+    }
+    Ok(())
+}
+
+fn insert_rows(conn: &mut AnyConnection, table: &str, columns: &str, rows: Vec<Vec<Bind>>) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = Sql::default();
+        sql.push(&format!("INSERT INTO {table} ({columns}) VALUES "));
+        for (index, row) in chunk.iter().enumerate() {
+            sql.push(if index == 0 { "(" } else { ", (" });
+            for (column, value) in row.iter().enumerate() {
+                if column > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(value.clone());
+            }
+            sql.push(")");
+        }
+        execute(conn, sql)?;
+    }
+    Ok(())
+}
+
+/// Writes the index rows of resource `pk` (after `clear` when replacing a version).
+pub fn insert(conn: &mut AnyConnection, pk: i64, rows: &IndexRows) -> Result<(), StoreError> {
+    let text = |s: &str| Bind::Text(s.to_string());
+    insert_rows(
+        conn,
+        "search_string",
+        "resource_pk, param, normalized, exact",
+        rows.strings.iter().map(|r| vec![Bind::Int(pk), text(&r.param), text(&r.normalized), text(&r.exact)]).collect(),
+    )?;
+    insert_rows(
+        conn,
+        "search_token",
+        "resource_pk, param, system, code, text",
+        rows.tokens.iter().map(|r| vec![Bind::Int(pk), text(&r.param), text(&r.system), text(&r.code), text(&r.text)]).collect(),
+    )?;
+    insert_rows(
+        conn,
+        "search_reference",
+        "resource_pk, param, target_type, target_id, url",
+        rows.references.iter().map(|r| vec![Bind::Int(pk), text(&r.param), text(&r.target_type), text(&r.target_id), text(&r.url)]).collect(),
+    )?;
+    insert_rows(
+        conn,
+        "search_date",
+        "resource_pk, param, start_at, end_at",
+        rows.dates.iter().map(|r| vec![Bind::Int(pk), text(&r.param), Bind::Int(r.start), Bind::Int(r.end)]).collect(),
+    )?;
+    insert_rows(
+        conn,
+        "search_quantity",
+        "resource_pk, param, low, high, system, code",
+        rows.quantities
+            .iter()
+            .map(|r| vec![Bind::Int(pk), text(&r.param), Bind::Float(r.low), Bind::Float(r.high), text(&r.system), text(&r.code)])
+            .collect(),
+    )?;
+    insert_rows(conn, "search_uri", "resource_pk, param, uri", rows.uris.iter().map(|r| vec![Bind::Int(pk), text(&r.param), text(&r.uri)]).collect())?;
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! Search queries: typed conditions become SQL over the index tables, written once for both
+//! backends. Every condition selects resource keys (`pk IN (...)` subqueries that the index
+//! `(param, value, resource_pk)` answers), so a query never reads resource content to filter.
+//!
+//! Placeholders are `$n`, numbered in the order they appear in the text: PostgreSQL reads them
+//! natively and SQLite binds named parameters by order of first appearance.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text};
+
+use super::sql::{Sql, run};
+
+use super::{AnyConnection, StoreError};
+use crate::fhir::instant::Micros;
+use crate::search::extract::normalize;
+use crate::search::query::{Condition, Modifier, Prefix, SearchValue};
+use crate::search::registry::ParamType;
+
+/// The next string after every string starting with `prefix` (for prefix range scans that
+/// use the `(param, value)` index on both backends).
+fn prefix_upper_bound(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+/// A `LIKE` pattern matching `text` anywhere, with `%`, `_` and `\` escaped.
+fn contains_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+fn table_of(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "search_string",
+        ParamType::Token => "search_token",
+        ParamType::Reference => "search_reference",
+        ParamType::Date => "search_date",
+        ParamType::Number | ParamType::Quantity => "search_quantity",
+        ParamType::Uri => "search_uri",
+        ParamType::Composite | ParamType::Special => "search_token",
+    }
+}
+
+/// Appends the SQL of `condition` on the resources row aliased `alias`.
+fn condition(sql: &mut Sql, alias: &str, cond: &Condition) {
+    match cond {
+        Condition::Id(ids) => {
+            sql.push(&format!("{alias}.id IN ("));
+            for (index, id) in ids.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                sql.text(id);
+            }
+            sql.push(")");
+        }
+        Condition::LastUpdated(values) => {
+            sql.push("(");
+            for (index, value) in values.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" OR ");
+                }
+                if let SearchValue::Date { prefix, start, end } = value {
+                    let column = format!("{alias}.last_updated");
+                    let end_column = format!("({alias}.last_updated + 1)");
+                    date_predicate(sql, &column, &end_column, *prefix, *start, *end);
+                }
+            }
+            sql.push(")");
+        }
+        Condition::Missing { param, missing } => {
+            let table = table_of(param.kind);
+            sql.push(&format!("{alias}.pk {}IN (SELECT resource_pk FROM {table} WHERE param = ", if *missing { "NOT " } else { "" }));
+            sql.text(&param.code);
+            sql.push(")");
+        }
+        Condition::Match { param, modifier, values } => {
+            let negate = *modifier == Modifier::Not;
+            let (table, param_name) = match (param.kind, modifier) {
+                (ParamType::Reference, Modifier::Identifier) => ("search_token", format!("{}:identifier", param.code)),
+                (ParamType::Token, Modifier::OfType) => ("search_token", format!("{}:of-type", param.code)),
+                (kind, _) => (table_of(kind), param.code.clone()),
+            };
+            sql.push(&format!("{alias}.pk {}IN (SELECT resource_pk FROM {table} WHERE param = ", if negate { "NOT " } else { "" }));
+            sql.text(&param_name);
+            sql.push(" AND (");
+            for (index, value) in values.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" OR ");
+                }
+                value_predicate(sql, param.kind, modifier, value);
+            }
+            sql.push("))");
+        }
+        Condition::Chain { param, targets } => {
+            sql.push("(");
+            for (index, (target_type, inner)) in targets.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" OR ");
+                }
+                let target = sql.alias("t");
+                let reference = sql.alias("sr");
+                sql.push(&format!(
+                    "{alias}.pk IN (SELECT {reference}.resource_pk FROM search_reference {reference} JOIN resources {target} \
+                     ON {target}.resource_type = {reference}.target_type AND {target}.id = {reference}.target_id \
+                     WHERE {reference}.param = "
+                ));
+                sql.text(&param.code);
+                sql.push(&format!(" AND {reference}.target_type = "));
+                sql.text(target_type);
+                sql.push(&format!(" AND {target}.deleted = 0 AND "));
+                condition(sql, &target, inner);
+                sql.push(")");
+            }
+            sql.push(")");
+        }
+        Condition::Has { source_type, reference_param, inner } => {
+            let source = sql.alias("s");
+            let reference = sql.alias("sr");
+            sql.push(&format!(
+                "{alias}.id IN (SELECT {reference}.target_id FROM search_reference {reference} JOIN resources {source} \
+                 ON {source}.pk = {reference}.resource_pk WHERE {reference}.param = "
+            ));
+            sql.text(reference_param);
+            sql.push(&format!(" AND {reference}.target_type = {alias}.resource_type AND {source}.resource_type = "));
+            sql.text(source_type);
+            sql.push(&format!(" AND {source}.deleted = 0 AND "));
+            condition(sql, &source, inner);
+            sql.push(")");
+        }
+    }
+}
+
+fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &SearchValue) {
+    match (kind, value) {
+        (ParamType::String, SearchValue::String(text)) => match modifier {
+            Modifier::Exact => {
+                sql.push("exact = ");
+                sql.text(text);
+            }
+            Modifier::Contains => {
+                sql.push("normalized LIKE ");
+                sql.text(&contains_pattern(&normalize(text)));
+                sql.push(" ESCAPE '\\'");
+            }
+            _ => {
+                let prefix = normalize(text);
+                sql.push("(normalized >= ");
+                sql.text(&prefix);
+                sql.push(" AND normalized < ");
+                sql.text(&prefix_upper_bound(&prefix));
+                sql.push(")");
+            }
+        },
+        (ParamType::Token, SearchValue::String(text)) => {
+            // :text: prefix of the normalized display or text
+            let prefix = normalize(text);
+            sql.push("(text >= ");
+            sql.text(&prefix);
+            sql.push(" AND text < ");
+            sql.text(&prefix_upper_bound(&prefix));
+            sql.push(")");
+        }
+        (ParamType::Token | ParamType::Reference, SearchValue::Token { system, code }) => {
+            sql.push("(");
+            let mut first = true;
+            if let Some(code) = code {
+                sql.push("code = ");
+                sql.text(code);
+                first = false;
+            }
+            if let Some(system) = system {
+                if !first {
+                    sql.push(" AND ");
+                }
+                sql.push("system = ");
+                sql.text(system);
+                first = false;
+            }
+            if first {
+                sql.push("1 = 1");
+            }
+            sql.push(")");
+        }
+        (ParamType::Reference, SearchValue::Reference { target_type, id, url }) => {
+            sql.push("(");
+            match (id, url) {
+                (Some(id), url) => {
+                    sql.push("(target_id = ");
+                    sql.text(id);
+                    if let Some(target_type) = target_type {
+                        sql.push(" AND target_type = ");
+                        sql.text(target_type);
+                    }
+                    sql.push(")");
+                    if let Some(url) = url {
+                        sql.push(" OR url = ");
+                        sql.text(url);
+                    }
+                }
+                (None, Some(url)) => {
+                    sql.push("url = ");
+                    sql.text(url);
+                }
+                (None, None) => sql.push("1 = 0"),
+            }
+            sql.push(")");
+        }
+        (ParamType::Date, SearchValue::Date { prefix, start, end }) => date_predicate(sql, "start_at", "end_at", *prefix, *start, *end),
+        (ParamType::Number | ParamType::Quantity, SearchValue::Quantity { prefix, value, low, high, system, code }) => {
+            sql.push("(");
+            quantity_predicate(sql, *prefix, *value, *low, *high);
+            if let Some(system) = system {
+                sql.push(" AND system = ");
+                sql.text(system);
+            }
+            if let Some(code) = code {
+                sql.push(" AND code = ");
+                sql.text(code);
+            }
+            sql.push(")");
+        }
+        (ParamType::Uri, SearchValue::Uri(uri)) => match modifier {
+            Modifier::Below => {
+                sql.push("(uri >= ");
+                sql.text(uri);
+                sql.push(" AND uri < ");
+                sql.text(&prefix_upper_bound(uri));
+                sql.push(")");
+            }
+            Modifier::Above => {
+                sql.push("substr(");
+                sql.text(uri);
+                sql.push(", 1, length(uri)) = uri");
+            }
+            _ => {
+                sql.push("uri = ");
+                sql.text(uri);
+            }
+        },
+        _ => sql.push("1 = 0"),
+    }
+}
+
+/// Date comparisons of a stored range `[start, end)` with the search range `[lo, hi)`
+/// (search.html#prefix).
+fn date_predicate(sql: &mut Sql, start: &str, end: &str, prefix: Prefix, lo: Micros, hi: Micros) {
+    let contained = |sql: &mut Sql| {
+        sql.push(&format!("({start} >= "));
+        sql.int(lo);
+        sql.push(&format!(" AND {end} <= "));
+        sql.int(hi);
+        sql.push(")");
+    };
+    match prefix {
+        Prefix::Eq => contained(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            contained(sql);
+        }
+        Prefix::Gt => {
+            sql.push(&format!("{end} > "));
+            sql.int(hi);
+        }
+        Prefix::Lt => {
+            sql.push(&format!("{start} < "));
+            sql.int(lo);
+        }
+        Prefix::Ge => {
+            sql.push(&format!("({end} > "));
+            sql.int(hi);
+            sql.push(" OR ");
+            contained(sql);
+            sql.push(")");
+        }
+        Prefix::Le => {
+            sql.push(&format!("({start} < "));
+            sql.int(lo);
+            sql.push(" OR ");
+            contained(sql);
+            sql.push(")");
+        }
+        Prefix::Sa => {
+            sql.push(&format!("{start} >= "));
+            sql.int(hi);
+        }
+        Prefix::Eb => {
+            sql.push(&format!("{end} <= "));
+            sql.int(lo);
+        }
+        Prefix::Ap => {
+            // within 10% of the distance to now, at least a day, either side
+            let now = crate::fhir::instant::now_micros();
+            let margin = ((now - lo).abs() / 10).max(86_400_000_000);
+            sql.push(&format!("({start} < "));
+            sql.int(hi.saturating_add(margin));
+            sql.push(&format!(" AND {end} > "));
+            sql.int(lo.saturating_sub(margin));
+            sql.push(")");
+        }
+    }
+}
+
+/// Number and quantity comparisons of a stored `[low, high]` with the search value `value`
+/// whose precision implies `[lo, hi)`.
+fn quantity_predicate(sql: &mut Sql, prefix: Prefix, value: f64, lo: f64, hi: f64) {
+    let compare = |sql: &mut Sql, column: &str, op: &str, operand: f64| {
+        sql.push(&format!("{column} {op} "));
+        sql.float(operand);
+    };
+    match prefix {
+        Prefix::Eq | Prefix::Ne => {
+            if prefix == Prefix::Ne {
+                sql.push("NOT ");
+            }
+            sql.push("(");
+            compare(sql, "low", ">=", lo);
+            sql.push(" AND ");
+            compare(sql, "high", "<", hi);
+            sql.push(")");
+        }
+        Prefix::Gt => compare(sql, "high", ">", value),
+        Prefix::Lt => compare(sql, "low", "<", value),
+        Prefix::Ge => compare(sql, "high", ">=", value),
+        Prefix::Le => compare(sql, "low", "<=", value),
+        Prefix::Sa => compare(sql, "low", ">", value),
+        Prefix::Eb => compare(sql, "high", "<", value),
+        Prefix::Ap => {
+            let margin = (value * 0.1).abs();
+            sql.push("(");
+            compare(sql, "low", "<=", value + margin);
+            sql.push(" AND ");
+            compare(sql, "high", ">=", value - margin);
+            sql.push(")");
+        }
+    }
+}
+
+/// A sort key (`_sort`).
+#[derive(Debug, Clone)]
+pub enum SortKey {
+    LastUpdated { descending: bool },
+    Id { descending: bool },
+    Param { code: String, kind: ParamType, descending: bool },
+}
+
+/// What to search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchSpec {
+    /// Resource types to search (empty: every type).
+    pub types: Vec<String>,
+    pub conditions: Vec<Condition>,
+    pub sort: Vec<SortKey>,
+    /// Keyset paging in the default order: resources after / before this key.
+    pub after_pk: Option<i64>,
+    pub before_pk: Option<i64>,
+    /// Offset paging, used only with `_sort`.
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// One matching resource.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Found {
+    #[diesel(sql_type = BigInt)]
+    pub pk: i64,
+    #[diesel(sql_type = Text)]
+    pub resource_type: String,
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = BigInt)]
+    pub version_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub last_updated: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub content: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+fn where_clause(sql: &mut Sql, spec: &SearchSpec) {
+    sql.push(" WHERE r.deleted = 0");
+    if !spec.types.is_empty() {
+        sql.push(" AND r.resource_type IN (");
+        for (index, resource_type) in spec.types.iter().enumerate() {
+            if index > 0 {
+                sql.push(", ");
+            }
+            sql.text(resource_type);
+        }
+        sql.push(")");
+    }
+    for cond in &spec.conditions {
+        sql.push(" AND ");
+        condition(sql, "r", cond);
+    }
+}
+
+const COLUMNS: &str = "SELECT r.pk, r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM resources r";
+
+/// The matching resources of one page, in order.
+pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>, StoreError> {
+    let mut sql = Sql::default();
+    sql.push(COLUMNS);
+    where_clause(&mut sql, spec);
+    let reversed = spec.before_pk.is_some() && spec.sort.is_empty();
+    if spec.sort.is_empty() {
+        if let Some(after) = spec.after_pk {
+            sql.push(" AND r.pk > ");
+            sql.int(after);
+        }
+        if let Some(before) = spec.before_pk {
+            sql.push(" AND r.pk < ");
+            sql.int(before);
+        }
+        sql.push(if reversed { " ORDER BY r.pk DESC" } else { " ORDER BY r.pk" });
+    } else {
+        sql.push(" ORDER BY ");
+        for key in &spec.sort {
+            match key {
+                SortKey::LastUpdated { descending } => sql.push(&format!("r.last_updated{}, ", if *descending { " DESC" } else { "" })),
+                SortKey::Id { descending } => sql.push(&format!("r.id{}, ", if *descending { " DESC" } else { "" })),
+                SortKey::Param { code, kind, descending } => {
+                    let (column, table) = match kind {
+                        ParamType::String => ("normalized", "search_string"),
+                        ParamType::Token => ("code", "search_token"),
+                        ParamType::Reference => ("target_id", "search_reference"),
+                        ParamType::Date => ("start_at", "search_date"),
+                        ParamType::Number | ParamType::Quantity => ("low", "search_quantity"),
+                        _ => ("uri", "search_uri"),
+                    };
+                    let aggregate = if *descending { "MAX" } else { "MIN" };
+                    // Resources without a value sort last either way.
+                    sql.push(&format!("(SELECT COUNT(*) FROM {table} x WHERE x.resource_pk = r.pk AND x.param = "));
+                    sql.text(code);
+                    sql.push(&format!(") = 0, (SELECT {aggregate}(x.{column}) FROM {table} x WHERE x.resource_pk = r.pk AND x.param = "));
+                    sql.text(code);
+                    sql.push(&format!("){}, ", if *descending { " DESC" } else { "" }));
+                }
+            }
+        }
+        sql.push("r.pk");
+    }
+    sql.push(" LIMIT ");
+    sql.int(spec.limit);
+    if !spec.sort.is_empty() && spec.offset > 0 {
+        sql.push(" OFFSET ");
+        sql.int(spec.offset);
+    }
+    let mut found: Vec<Found> = run(conn, sql)?;
+    if reversed {
+        found.reverse();
+    }
+    Ok(found)
+}
+
+/// How many resources match (for `_total=accurate` and `_summary=count`).
+pub fn count(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<i64, StoreError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(*) AS count FROM resources r");
+    where_clause(&mut sql, spec);
+    let rows: Vec<Count> = run(conn, sql)?;
+    Ok(rows.first().map_or(0, |row| row.count))
+}
+
+#[derive(QueryableByName)]
+struct Target {
+    #[diesel(sql_type = Text)]
+    target_type: String,
+    #[diesel(sql_type = Text)]
+    target_id: String,
+}
+
+/// `_include`: the current resources referenced through `param` (any parameter when `None`)
+/// by the resources `pks`, optionally only of `target_type`; at most `limit`.
+pub fn included(conn: &mut AnyConnection, pks: &[i64], param: Option<&str>, target_type: Option<&str>, limit: i64) -> Result<Vec<Found>, StoreError> {
+    if pks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::default();
+    sql.push("SELECT DISTINCT target_type, target_id FROM search_reference WHERE resource_pk IN (");
+    for (index, pk) in pks.iter().enumerate() {
+        if index > 0 {
+            sql.push(", ");
+        }
+        sql.int(*pk);
+    }
+    sql.push(") AND target_id <> ''");
+    if let Some(param) = param {
+        sql.push(" AND param = ");
+        sql.text(param);
+    }
+    if let Some(target_type) = target_type {
+        sql.push(" AND target_type = ");
+        sql.text(target_type);
+    }
+    sql.push(" LIMIT ");
+    sql.int(limit);
+    let targets: Vec<Target> = run(conn, sql)?;
+    let mut found = Vec::new();
+    for chunk in targets.chunks(200) {
+        let mut sql = Sql::default();
+        sql.push(COLUMNS);
+        sql.push(" WHERE r.deleted = 0 AND (");
+        for (index, target) in chunk.iter().enumerate() {
+            if index > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(r.resource_type = ");
+            sql.text(&target.target_type);
+            sql.push(" AND r.id = ");
+            sql.text(&target.target_id);
+            sql.push(")");
+        }
+        sql.push(")");
+        found.extend(run::<Found>(conn, sql)?);
+    }
+    Ok(found)
+}
+
+/// `_revinclude`: current `source_type` resources whose `param` (any when `None`) refers to one
+/// of `targets` (type, id); at most `limit`.
+pub fn revincluded(conn: &mut AnyConnection, targets: &[(String, String)], source_type: &str, param: Option<&str>, limit: i64) -> Result<Vec<Found>, StoreError> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::default();
+    sql.push(COLUMNS);
+    sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
+    sql.text(source_type);
+    sql.push(" AND r.pk IN (SELECT resource_pk FROM search_reference WHERE (");
+    for (index, (target_type, id)) in targets.iter().enumerate() {
+        if index > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(target_id = ");
+        sql.text(id);
+        sql.push(" AND target_type = ");
+        sql.text(target_type);
+        sql.push(")");
+    }
+    sql.push(")");
+    if let Some(param) = param {
+        sql.push(" AND param = ");
+        sql.text(param);
+    }
+    sql.push(") ORDER BY r.pk LIMIT ");
+    sql.int(limit);
+    run(conn, sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order_of_appearance() {
+        let registry = crate::search::registry::Registry::r4();
+        let chain = crate::search::query::parse_condition(&registry, "Observation", "subject:Patient.name", "ana", 0);
+        let has = crate::search::query::parse_condition(&registry, "Patient", "_has:Observation:subject:code", "x|1", 0);
+        let mut sql = Sql::default();
+        let spec = SearchSpec { types: vec!["Observation".into()], conditions: vec![chain.unwrap_or(Condition::Id(vec![])), has.unwrap_or(Condition::Id(vec![]))], ..Default::default() };
+        where_clause(&mut sql, &spec);
+        let mut expected = 1;
+        let mut rest = sql.text.as_str();
+        while let Some(at) = rest.find('$') {
+            let digits: String = rest[at + 1..].chars().take_while(char::is_ascii_digit).collect();
+            assert_eq!(digits.parse::<usize>().ok(), Some(expected), "{}", sql.text);
+            expected += 1;
+            rest = &rest[at + 1..];
+        }
+        assert_eq!(expected - 1, sql.binds.len());
+    }
+}

@@ -1,0 +1,78 @@
+//! Raw SQL written once for both backends: text with `$n` placeholders, numbered in the order
+//! they appear (PostgreSQL reads them natively; SQLite binds named parameters by order of first
+//! appearance), and the values bound to them.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Text};
+
+use super::{AnyConnection, StoreError};
+
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+/// SQL text with its bound values.
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+    aliases: usize,
+}
+
+impl Sql {
+    pub fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    pub fn bind(&mut self, bind: Bind) {
+        self.binds.push(bind);
+        self.text.push_str(&format!("${}", self.binds.len()));
+    }
+
+    pub fn text(&mut self, value: &str) {
+        self.bind(Bind::Text(value.to_string()));
+    }
+
+    pub fn int(&mut self, value: i64) {
+        self.bind(Bind::Int(value));
+    }
+
+    pub fn float(&mut self, value: f64) {
+        self.bind(Bind::Float(value));
+    }
+
+    pub fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+}
+
+/// Runs a query and loads its rows.
+pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>(conn: &mut AnyConnection, sql: Sql) -> Result<Vec<T>, StoreError> {
+    let mut statement = diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
+    for bind in sql.binds {
+        statement = match bind {
+            Bind::Text(value) => statement.bind::<Text, _>(value),
+            Bind::Int(value) => statement.bind::<BigInt, _>(value),
+            Bind::Float(value) => statement.bind::<Double, _>(value),
+        };
+    }
+    Ok(statement.load::<T>(conn)?)
+}
+
+
+/// Runs a statement; returns the number of rows it changed.
+pub fn execute(conn: &mut AnyConnection, sql: Sql) -> Result<usize, StoreError> {
+    let mut statement = diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
+    for bind in sql.binds {
+        statement = match bind {
+            Bind::Text(value) => statement.bind::<Text, _>(value),
+            Bind::Int(value) => statement.bind::<BigInt, _>(value),
+            Bind::Float(value) => statement.bind::<Double, _>(value),
+        };
+    }
+    Ok(statement.execute(conn)?)
+}
