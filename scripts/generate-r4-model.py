@@ -3,7 +3,7 @@
 from the official StructureDefinitions (profiles-resources.json and profiles-types.json).
 
 For every resource, complex datatype and backbone element it lists each element:
-name -> [min, max ("1" or "*"), [type codes]]. Choice elements keep their `[x]` name; backbone
+name -> [min, max ("1" or "*"), [type codes], isSummary (1 or 0)]. Choice elements keep their `[x]` name; backbone
 elements get a type named by their path (e.g. "Patient.contact").
 
 Usage: scripts/generate-r4-model.py DEFINITIONS_DIR > src/fhir/r4-model.json
@@ -61,7 +61,7 @@ def main():
                 if name == "id" and parent == root and kind == "resource":
                     codes = ["id"]  # the snapshot says System.String; the logical id is an `id`
                 maximum = "*" if el["max"] == "*" else "1"
-                types[parent][name] = [el["min"], maximum, codes]
+                types[parent][name] = [el["min"], maximum, codes, 1 if el.get("isSummary") else 0]
             for path, els in types.items():
                 model[path] = {"resource": kind == "resource" and path == root, "elements": els}
     json.dump({"primitives": sorted(primitives), "types": model}, sys.stdout, separators=(",", ":"), sort_keys=True)

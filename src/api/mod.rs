@@ -40,7 +40,7 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{capabilities, create, delete, health, history, read, update};
+    use interaction::{capabilities, create, delete, health, history, read, search, update};
     cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
         .service(
@@ -50,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(capabilities::capability_statement))
                         .default_service(web::to(method_not_allowed)),
                 )
+                .service(web::resource("").route(web::get().to(search::search_system)).default_service(web::to(method_not_allowed)))
                 .service(
                     web::resource("/_history")
                         .route(web::get().to(history::system_history))
@@ -57,7 +58,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/{type}")
+                        .route(web::get().to(search::search_type))
                         .route(web::post().to(create::create))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/_search")
+                        .route(web::post().to(search::search_type_post))
+                        .route(web::get().to(search::search_type))
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(
@@ -76,6 +84,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/{type}/{id}/_history")
                         .route(web::get().to(history::instance_history))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{compartment}/{id}/{type}")
+                        .route(web::get().to(search::search_compartment))
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(

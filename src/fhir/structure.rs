@@ -19,6 +19,8 @@ const MAX_ISSUES: usize = 100;
 
 struct ElementDef {
     many: bool,
+    /// Part of the `_summary=true` view.
+    summary: bool,
     type_code: String,
     /// For a choice element's variant (`valueQuantity`), the element name (`value[x]`).
     choice: Option<String>,
@@ -55,6 +57,7 @@ fn load_model() -> Model {
             for (name, spec) in raw_elements {
                 let min = spec[0].as_u64().unwrap_or(0);
                 let many = spec[1].as_str() == Some("*");
+                let summary = spec[3].as_u64() == Some(1);
                 let codes: Vec<String> = spec[2]
                     .as_array()
                     .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
@@ -62,7 +65,7 @@ fn load_model() -> Model {
                 if let Some(prefix) = name.strip_suffix("[x]") {
                     let variants: Vec<String> = codes.iter().map(|code| format!("{prefix}{}", capitalize(code))).collect();
                     for (variant, code) in variants.iter().zip(&codes) {
-                        elements.insert(variant.clone(), ElementDef { many, type_code: code.clone(), choice: Some(name.clone()) });
+                        elements.insert(variant.clone(), ElementDef { many, summary, type_code: code.clone(), choice: Some(name.clone()) });
                     }
                     choices.insert(
                         prefix.to_string(),
@@ -73,7 +76,7 @@ fn load_model() -> Model {
                     }
                 } else {
                     let type_code = codes.first().cloned().unwrap_or_else(|| "string".into());
-                    elements.insert(name.clone(), ElementDef { many, type_code, choice: None });
+                    elements.insert(name.clone(), ElementDef { many, summary, type_code, choice: None });
                     if min > 0 {
                         required.push((name.clone(), vec![name.clone()]));
                     }
@@ -116,6 +119,13 @@ pub fn element_keys(type_name: &str, name: &str) -> Vec<(String, String)> {
         return vec![(name.to_string(), element.type_code.clone())];
     }
     def.choices.get(name).cloned().unwrap_or_default()
+}
+
+/// Whether the top-level member `key` of a `type_name` resource is in its summary
+/// (`_summary=true`); `_key` primitive extensions follow their element.
+pub fn is_summary_member(type_name: &str, key: &str) -> bool {
+    let name = key.strip_prefix('_').unwrap_or(key);
+    MODEL.types.get(type_name).and_then(|def| def.elements.get(name)).is_some_and(|e| e.summary)
 }
 
 /// Whether `type_code` is a FHIR primitive type.

@@ -3,3 +3,4 @@
 pub mod extract;
 pub mod query;
 pub mod registry;
+pub mod request;

@@ -66,6 +66,8 @@ pub enum Condition {
     /// `_has:Type:param:inner`: resources referenced by a `source_type` resource through
     /// `reference_param` that satisfies `inner`.
     Has { source_type: String, reference_param: String, inner: Box<Condition> },
+    /// Any of these (compartment membership through any of several parameters).
+    AnyOf(Vec<Condition>),
 }
 
 /// How many levels of chaining and `_has` a request may use.

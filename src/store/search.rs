@@ -113,6 +113,19 @@ fn condition(sql: &mut Sql, alias: &str, cond: &Condition) {
             }
             sql.push(")");
         }
+        Condition::AnyOf(conditions) => {
+            sql.push("(");
+            for (index, inner) in conditions.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" OR ");
+                }
+                condition(sql, alias, inner);
+            }
+            if conditions.is_empty() {
+                sql.push("1 = 0");
+            }
+            sql.push(")");
+        }
         Condition::Has { source_type, reference_param, inner } => {
             let source = sql.alias("s");
             let reference = sql.alias("sr");

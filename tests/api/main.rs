@@ -9,3 +9,4 @@ mod examples;
 mod history;
 mod migrations;
 mod protocol;
+mod search;

@@ -6,4 +6,5 @@ pub mod delete;
 pub mod health;
 pub mod history;
 pub mod read;
+pub mod search;
 pub mod update;
