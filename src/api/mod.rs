@@ -60,6 +60,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/{type}")
                         .route(web::get().to(search::search_type))
                         .route(web::post().to(create::create))
+                        .route(web::put().to(update::conditional_update))
+                        .route(web::delete().to(delete::conditional_delete))
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(

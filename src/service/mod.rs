@@ -2,4 +2,5 @@
 //! connection inside a transaction, so a Bundle can run many of them atomically.
 
 pub mod clock;
+pub mod conditional;
 pub mod resources;

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod concurrency;
+mod conditional;
 mod crud;
 mod durability;
 mod examples;

@@ -81,10 +81,17 @@ async fn health_and_capabilities(app: TestApp) {
     assert_eq!(resources.len(), 146);
     let patient = resources.iter().find(|r| r["type"] == "Patient").cloned().unwrap_or_default();
     let interactions: Vec<&str> = patient["interaction"].as_array().map(|i| i.iter().filter_map(|x| x["code"].as_str()).collect()).unwrap_or_default();
-    for code in ["read", "vread", "update", "delete", "history-instance", "history-type", "create"] {
+    for code in ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"] {
         assert!(interactions.contains(&code), "{code}");
     }
     assert_eq!(patient["versioning"], "versioned");
+    assert_eq!(patient["conditionalCreate"], true);
+    assert_eq!(patient["conditionalDelete"], "single");
+    let params: Vec<&str> = patient["searchParam"].as_array().map(|p| p.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    for name in ["identifier", "name", "birthdate", "_id", "_lastUpdated", "organization"] {
+        assert!(params.contains(&name), "{name} missing from {params:?}");
+    }
+    assert!(patient["searchRevInclude"].as_array().is_some_and(|r| r.iter().any(|x| x == "Patient:organization")));
     assert_eq!(patient["updateCreate"], true);
     assert_eq!(statement["rest"][0]["interaction"][0]["code"], "history-system");
 }

@@ -9,23 +9,34 @@ use crate::api::headers::negotiate;
 use crate::api::{AppState, response};
 use crate::error::FhirError;
 use crate::fhir::RESOURCE_TYPES;
+use crate::search::registry::{ParamType, Registry};
 
 /// The interactions every resource type supports.
-pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "history-type", "create"];
+pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
 /// The interactions of the whole system.
-pub const SYSTEM_INTERACTIONS: &[&str] = &["history-system"];
+pub const SYSTEM_INTERACTIONS: &[&str] = &["history-system", "search-system"];
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
-    let statement = build(&state.fhir_base(&req), &state.started_at);
+    let statement = build(&state.fhir_base(&req), &state.started_at, &state.registry);
     Ok(response::json(StatusCode::OK, format, &statement))
 }
 
 /// The CapabilityStatement for a server at `fhir_base`.
-pub fn build(fhir_base: &str, date: &str) -> Value {
+pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|resource_type| {
+            let search_params: Vec<Value> = registry
+                .params_of(resource_type)
+                .filter(|p| !matches!(p.kind, ParamType::Composite | ParamType::Special))
+                .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.as_str() }))
+                .collect();
+            let references: Vec<String> = registry
+                .params_of(resource_type)
+                .filter(|p| p.kind == ParamType::Reference)
+                .map(|p| format!("{resource_type}:{}", p.code))
+                .collect();
             json!({
                 "type": resource_type,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
@@ -33,10 +44,13 @@ pub fn build(fhir_base: &str, date: &str) -> Value {
                 "versioning": "versioned",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchInclude": std::iter::once("*".to_string()).chain(references.iter().cloned()).collect::<Vec<_>>(),
+                "searchRevInclude": references,
+                "searchParam": search_params,
             })
         })
         .collect();
@@ -54,6 +68,11 @@ pub fn build(fhir_base: &str, date: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
+            "searchParam": [
+                { "name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id" },
+                { "name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated" },
+                { "name": "_type", "type": "token" },
+            ],
         }],
     })
 }

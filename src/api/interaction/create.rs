@@ -1,4 +1,5 @@
-//! create: `POST [base]/[type]` (http.html#create).
+//! create: `POST [base]/[type]` (http.html#create), and conditional create with
+//! `If-None-Exist` (http.html#ccreate).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -8,6 +9,13 @@ use crate::api::{AppState, known_type, response};
 use crate::error::FhirError;
 use crate::fhir::parse::parse_resource;
 use crate::service;
+use crate::store::search::Found;
+
+enum Created {
+    New(service::resources::Written),
+    /// Conditional create found the one resource matching the criteria.
+    Existing(Found),
+}
 
 pub async fn create(
     req: HttpRequest,
@@ -18,14 +26,41 @@ pub async fn create(
     let resource_type = known_type(&path)?.to_string();
     let format = negotiate(&req)?;
     require_json_body(&req)?;
+    let if_none_exist = req.headers().get("if-none-exist").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.clone();
-    let written = state.store.write(move |conn| service::resources::create(conn, &registry, resource)).await?;
-    tracing::info!(interaction = "create", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "created");
-    let location = format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id);
-    let mut builder = response::versioned(StatusCode::CREATED, written.version_id, written.last_updated);
-    builder.insert_header(("Location", location));
-    let message = format!("Created {}/{} version {}", written.resource_type, written.id, written.version_id);
-    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+    let ty = resource_type.clone();
+    let created = state
+        .store
+        .write(move |conn| {
+            if let Some(criteria) = if_none_exist {
+                let mut found = service::conditional::matches(conn, &registry, &ty, &criteria)?;
+                match found.len() {
+                    0 => {}
+                    1 => return Ok(Created::Existing(found.remove(0))),
+                    _ => return Err(FhirError::PreconditionFailed(format!("If-None-Exist matches more than one {ty}"))),
+                }
+            }
+            service::resources::create(conn, &registry, resource).map(Created::New)
+        })
+        .await?;
+    let base = state.fhir_base(&req);
+    match created {
+        Created::New(written) => {
+            tracing::info!(interaction = "create", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "created");
+            let location = format!("{base}/{}/{}/_history/{}", written.resource_type, written.id, written.version_id);
+            let mut builder = response::versioned(StatusCode::CREATED, written.version_id, written.last_updated);
+            builder.insert_header(("Location", location));
+            let message = format!("Created {}/{} version {}", written.resource_type, written.id, written.version_id);
+            Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+        }
+        Created::Existing(found) => {
+            let location = format!("{base}/{}/{}/_history/{}", found.resource_type, found.id, found.version_id);
+            let mut builder = response::versioned(StatusCode::OK, found.version_id, found.last_updated);
+            builder.insert_header(("Location", location));
+            let message = format!("{}/{} already matches If-None-Exist; nothing was created", found.resource_type, found.id);
+            Ok(response::write_body(builder, format, prefer_return(req.headers()), found.content.as_deref(), message))
+        }
+    }
 }

@@ -43,3 +43,37 @@ pub async fn delete(
         }
     })
 }
+
+/// Conditional delete: `DELETE [base]/[type]?criteria` (http.html#cdelete); one match at most.
+pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+    let resource_type = known_type(&path)?.to_string();
+    let format = negotiate(&req)?;
+    let expected_version = if_match(req.headers())?;
+    let criteria = req.query_string().to_string();
+    let registry = state.registry.clone();
+    let ty = resource_type.clone();
+    let deleted = state
+        .store
+        .write(move |conn| {
+            let found = crate::service::conditional::matches(conn, &registry, &ty, &criteria)?;
+            match found.as_slice() {
+                [] => Ok(None),
+                [one] => crate::service::resources::delete(conn, &registry, &ty, &one.id, expected_version).map(|w| w.map(|w| (one.id.clone(), w))),
+                _ => Err(FhirError::PreconditionFailed(format!("The criteria match more than one {ty}; nothing was deleted"))),
+            }
+        })
+        .await?;
+    let prefer = match prefer_return(req.headers()) {
+        Return::Minimal => Return::Minimal,
+        _ => Return::OperationOutcome,
+    };
+    let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
+    Ok(match deleted {
+        Some((id, written)) => {
+            tracing::info!(interaction = "conditional-delete", fhir.resource_type = %resource_type, fhir.id = %id, "deleted");
+            let builder = response::versioned(status, written.version_id, written.last_updated);
+            response::write_body(builder, format, prefer, None, format!("Deleted {resource_type}/{id}"))
+        }
+        None => response::write_body(HttpResponse::build(status), format, prefer, None, format!("No {resource_type} matches; nothing was deleted")),
+    })
+}

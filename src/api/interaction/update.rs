@@ -54,3 +54,62 @@ pub async fn update(
     let message = format!("Updated {}/{} to version {}", written.resource_type, written.id, written.version_id);
     Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
 }
+
+/// Conditional update: `PUT [base]/[type]?criteria` (http.html#cond-update).
+pub async fn conditional_update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let resource_type = known_type(&path)?.to_string();
+    let format = negotiate(&req)?;
+    require_json_body(&req)?;
+    let expected_version = if_match(req.headers())?;
+    let criteria = req.query_string().to_string();
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let resource = parse_resource(&body, Some(&resource_type))?;
+    let body_id = match resource.get("id") {
+        Some(Value::String(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let registry = state.registry.clone();
+    let ty = resource_type.clone();
+    let written = state
+        .store
+        .write(move |conn| {
+            let found = crate::service::conditional::matches(conn, &registry, &ty, &criteria)?;
+            match found.as_slice() {
+                [] => match body_id {
+                    Some(id) => {
+                        if crate::store::resources::current(conn, &ty, &id)?.is_some_and(|c| c.deleted == 0) {
+                            return Err(FhirError::Conflict(format!("{ty}/{id} exists but does not match the criteria")));
+                        }
+                        service::resources::update(conn, &registry, &id, resource, expected_version, "PUT")
+                    }
+                    None => service::resources::create(conn, &registry, resource),
+                },
+                [one] => {
+                    if body_id.as_ref().is_some_and(|id| *id != one.id) {
+                        return Err(FhirError::invalid(
+                            Issue::error("invalid", format!("The resource id does not match {ty}/{}, which the criteria select", one.id)).at(format!("{ty}.id")),
+                        ));
+                    }
+                    let mut resource = resource;
+                    resource.insert("id".into(), Value::String(one.id.clone()));
+                    service::resources::update(conn, &registry, &one.id, resource, expected_version, "PUT")
+                }
+                _ => Err(FhirError::PreconditionFailed(format!("The criteria match more than one {ty}"))),
+            }
+        })
+        .await?;
+    tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
+    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut builder = response::versioned(status, written.version_id, written.last_updated);
+    builder.insert_header((
+        "Location",
+        format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id),
+    ));
+    let message = format!("Wrote {}/{} version {}", written.resource_type, written.id, written.version_id);
+    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+}
