@@ -8,7 +8,8 @@ use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::store::search::SortKey;
 
-pub const DEFAULT_COUNT: i64 = 50;
+/// Page size without `_count` (as HAPI FHIR and most servers).
+pub const DEFAULT_COUNT: i64 = 20;
 pub const MAX_COUNT: i64 = 1000;
 /// The most resources `_include` and `_revinclude` add to one page.
 pub const MAX_INCLUDED: i64 = 1000;

@@ -4,7 +4,10 @@
 //! Scenarios: `ceiling` (GET /health: the HTTP ceiling of the same server and machine),
 //! `preload` (PUT Patient/bench-{i} for i in 0..count), `create` (POST Patient), `read` (GET
 //! Patient/bench-{random}), `update` (PUT Patient/bench-{i} with If-Match; each connection owns
-//! its own ids, so no update conflicts). Every non-2xx answer is counted as an error.
+//! its own ids, so no update conflicts), `seed-program` (per patient i: the Patient, 5
+//! Observations, a CarePlan and a ServiceRequest), and the searches `search-identifier`,
+//! `search-name`, `search-subject-code`, `search-patient-date`, `search-include` over that data.
+//! Every non-2xx answer is counted as an error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +71,7 @@ impl Rng {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if args.scenario == "preload" {
+    if args.scenario == "preload" || args.scenario == "seed-program" {
         preload(&args).await;
         return;
     }
@@ -147,6 +150,20 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
                 .header("Prefer", "return=minimal")
                 .body(patient(None, rng.next() % 1_000_000)),
             "read" => client.get(format!("{}/fhir/Patient/bench-{}", args.root, rng.next() % args.count)),
+            "search-identifier" => client.get(format!(
+                "{}/fhir/Patient?identifier=https://medicaid.example.gov/id|MCD-{:09}",
+                args.root,
+                rng.next() % args.count
+            )),
+            "search-name" => client.get(format!("{}/fhir/Patient?name=Family{}", args.root, rng.next() % 997)),
+            "search-subject-code" => {
+                let i = rng.next() % args.count;
+                client.get(format!("{}/fhir/Observation?subject=Patient/bench-{i}&code=http://loinc.org|{}", args.root, LOINC[(i % 5) as usize]))
+            }
+            "search-patient-date" => {
+                client.get(format!("{}/fhir/Observation?patient=Patient/bench-{}&date=ge2025-06-01", args.root, rng.next() % args.count))
+            }
+            "search-include" => client.get(format!("{}/fhir/ServiceRequest?status=active&_include=ServiceRequest:subject", args.root)),
             "update" => {
                 if owned.is_empty() {
                     break;
@@ -188,6 +205,42 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
     latencies
 }
 
+const LOINC: [&str; 5] = ["88122-7", "88123-5", "39156-5", "8480-6", "71802-3"];
+
+/// The program's resources for patient `i`: (path, body).
+fn program_resources(i: u64) -> Vec<(String, String)> {
+    let patient_id = format!("bench-{i}");
+    let mut out = vec![(format!("Patient/{patient_id}"), patient(Some(&patient_id), i))];
+    for k in 0..5u64 {
+        let id = format!("obs-{i}-{k}");
+        let day = 1 + (i * 7 + k * 3) % 28;
+        let month = 1 + (i + k) % 12;
+        let year = 2024 + (i + k) % 3;
+        out.push((
+            format!("Observation/{id}"),
+            format!(
+                r#"{{"resourceType":"Observation","id":"{id}","status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"social-history"}}]}}],"code":{{"coding":[{{"system":"http://loinc.org","code":"{code}"}}]}},"subject":{{"reference":"Patient/{patient_id}"}},"effectiveDateTime":"{year}-{month:02}-{day:02}T10:00:00Z","valueQuantity":{{"value":{value}.5,"unit":"kg/m2","system":"http://unitsofmeasure.org","code":"kg/m2"}}}}"#,
+                code = LOINC[((i + k) % 5) as usize],
+                value = 18 + (i + k) % 20,
+            ),
+        ));
+    }
+    out.push((
+        format!("CarePlan/cp-{i}"),
+        format!(r#"{{"resourceType":"CarePlan","id":"cp-{i}","status":"active","intent":"plan","subject":{{"reference":"Patient/{patient_id}"}},"period":{{"start":"2025-01-01"}}}}"#),
+    ));
+    out.push((
+        format!("ServiceRequest/sr-{i}"),
+        format!(
+            r#"{{"resourceType":"ServiceRequest","id":"sr-{i}","status":"{status}","intent":"order","category":[{{"coding":[{{"system":"http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes","code":"food-insecurity"}}]}}],"subject":{{"reference":"Patient/{patient_id}"}},"performer":[{{"reference":"Organization/food-bank-{bank}"}}],"authoredOn":"2025-0{m}-15"}}"#,
+            status = if i % 2 == 0 { "active" } else { "completed" },
+            bank = i % 7,
+            m = 1 + i % 9,
+        ),
+    ));
+    out
+}
+
 async fn preload(args: &Args) {
     let next = Arc::new(AtomicU64::new(args.start));
     let end = args.start + args.count;
@@ -196,6 +249,7 @@ async fn preload(args: &Args) {
     for _ in 0..args.connections {
         let next = next.clone();
         let root = args.root.clone();
+        let program = args.scenario == "seed-program";
         tasks.push(tokio::spawn(async move {
             let client = client();
             let mut failures = 0u64;
@@ -204,16 +258,23 @@ async fn preload(args: &Args) {
                 if i >= end {
                     break;
                 }
-                let id = format!("bench-{i}");
-                let response = client
-                    .put(format!("{root}/fhir/Patient/{id}"))
-                    .header("Content-Type", "application/fhir+json")
-                    .header("Prefer", "return=minimal")
-                    .body(patient(Some(&id), i))
-                    .send()
-                    .await;
-                if !response.is_ok_and(|r| r.status().is_success()) {
-                    failures += 1;
+                let resources = if program {
+                    program_resources(i)
+                } else {
+                    let id = format!("bench-{i}");
+                    vec![(format!("Patient/{id}"), patient(Some(&id), i))]
+                };
+                for (path, body) in resources {
+                    let response = client
+                        .put(format!("{root}/fhir/{path}"))
+                        .header("Content-Type", "application/fhir+json")
+                        .header("Prefer", "return=minimal")
+                        .body(body)
+                        .send()
+                        .await;
+                    if !response.is_ok_and(|r| r.status().is_success()) {
+                        failures += 1;
+                    }
                 }
             }
             failures
@@ -223,9 +284,13 @@ async fn preload(args: &Args) {
     for task in tasks {
         failures += task.await.unwrap_or(1);
     }
+    let per_patient = if args.scenario == "seed-program" { 8 } else { 1 };
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "preloaded {} patients in {:.1}s ({failures} failures)",
+        "{} {} resources ({} patients) in {seconds:.1}s, {:.0} resources/s ({failures} failures)",
+        args.scenario,
+        args.count * per_patient,
         args.count,
-        started.elapsed().as_secs_f64()
+        (args.count * per_patient) as f64 / seconds
     );
 }

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use crate::api::headers::{Format, negotiate, query_pairs, read_body};
+use crate::api::headers::{negotiate, query_pairs, read_body};
 use crate::api::{AppState, known_type, valid_id};
 use crate::error::FhirError;
 use crate::fhir::instant::{format_instant, now_micros};
@@ -124,7 +124,7 @@ async fn run(
     let total = total.or_else(|| (request.total == Total::Estimate && first_page && !has_more).then_some(matches.len() as i64));
     let base = state.fhir_base(&req);
     let bundle = bundle(&base, &req, &request, &matches, &extra, total, has_more, capped)?;
-    Ok(HttpResponse::build(StatusCode::OK).content_type(format.content_type).body(render(format, bundle)))
+    Ok(HttpResponse::build(StatusCode::OK).content_type(format.content_type).body(crate::api::response::body_text(format, &bundle)))
 }
 
 /// Conditions a system search can evaluate on any type.
@@ -210,7 +210,7 @@ fn bundle(
     total: Option<i64>,
     has_more: bool,
     capped: bool,
-) -> Result<Value, FhirError> {
+) -> Result<String, FhirError> {
     let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
     let path = path.strip_suffix("/_search").unwrap_or(path);
     let mut links = vec![json!({ "relation": "self", "url": link(base, path, &request.used) })];
@@ -237,22 +237,21 @@ fn bundle(
             links.push(json!({ "relation": "previous", "url": link(base, path, &pairs) }));
         }
     }
-    let mut entries: Vec<Value> = Vec::with_capacity(matches.len() + extra.len() + 1);
+    // Entries are spliced as text: a stored resource is already JSON and is only parsed when
+    // _summary or _elements reshape it.
+    let mut entries: Vec<String> = Vec::with_capacity(matches.len() + extra.len() + 1);
     for (found, mode) in matches.iter().map(|f| (f, "match")).chain(extra.iter().map(|f| (f, "include"))) {
         let Some(content) = &found.content else { continue };
-        let resource = shape(content, request)?;
-        entries.push(json!({
-            "fullUrl": format!("{base}/{}/{}", found.resource_type, found.id),
-            "resource": resource,
-            "search": { "mode": mode },
-        }));
+        let resource = if needs_shaping(request) { shape(content, request)?.to_string() } else { content.clone() };
+        let full_url = Value::String(format!("{base}/{}/{}", found.resource_type, found.id));
+        entries.push(format!(r#"{{"fullUrl":{full_url},"resource":{resource},"search":{{"mode":"{mode}"}}}}"#));
     }
     let mut issues = request.ignored.clone();
     if capped {
         issues.push(Issue::warning("too-costly", format!("_include/_revinclude added only the first {MAX_INCLUDED} resources")));
     }
     if !issues.is_empty() {
-        entries.push(json!({ "resource": operation_outcome(&issues), "search": { "mode": "outcome" } }));
+        entries.push(json!({ "resource": operation_outcome(&issues), "search": { "mode": "outcome" } }).to_string());
     }
     let mut bundle = Map::new();
     bundle.insert("resourceType".into(), json!("Bundle"));
@@ -263,10 +262,18 @@ fn bundle(
         bundle.insert("total".into(), json!(total));
     }
     bundle.insert("link".into(), Value::Array(links));
+    let mut text = Value::Object(bundle).to_string();
     if !entries.is_empty() {
-        bundle.insert("entry".into(), Value::Array(entries));
+        text.pop(); // the closing brace
+        text.push_str(",\"entry\":[");
+        text.push_str(&entries.join(","));
+        text.push_str("]}");
     }
-    Ok(Value::Object(bundle))
+    Ok(text)
+}
+
+fn needs_shaping(request: &SearchRequest) -> bool {
+    matches!(request.summary, Some(Summary::True | Summary::Text | Summary::Data)) || !request.elements.is_empty()
 }
 
 /// The resource as the request wants it: whole, summarized (`_summary`) or reduced to
@@ -301,8 +308,4 @@ fn shape(content: &str, request: &SearchRequest) -> Result<Value, FhirError> {
         }
     }
     Ok(resource)
-}
-
-fn render(format: Format, value: Value) -> String {
-    if format.pretty { serde_json::to_string_pretty(&value).unwrap_or_default() } else { value.to_string() }
 }
