@@ -40,8 +40,39 @@ fn table_of(kind: ParamType) -> &'static str {
     }
 }
 
+/// How a condition is joined to its resource row. The one most selective condition drives the
+/// query (`pk IN (...)`, answered from the index); the others are checked per candidate with a
+/// correlated `EXISTS` on `(resource_pk, param)`, so no large key list is built for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    Drive,
+    Filter,
+}
+
+/// How well a condition narrows the result: lower drives better. `None`: it cannot drive (a
+/// negation or absence matches most resources).
+fn selectivity(cond: &Condition) -> Option<u8> {
+    match cond {
+        Condition::Id(_) => Some(0),
+        Condition::Match { modifier: Modifier::Not, .. } | Condition::Missing { .. } => None,
+        Condition::Match { param, modifier, .. } => Some(match (param.kind, modifier) {
+            (ParamType::Reference | ParamType::Token, _) => 1,
+            (ParamType::String, Modifier::Exact) => 1,
+            (ParamType::String, Modifier::Contains) => 5,
+            (ParamType::String, _) | (ParamType::Uri, _) => 2,
+            _ => 4,
+        }),
+        Condition::Chain { .. } | Condition::Has { .. } => Some(3),
+        Condition::LastUpdated(_) | Condition::AnyOf(_) => Some(4),
+    }
+}
+
 /// Appends the SQL of `condition` on the resources row aliased `alias`.
 fn condition(sql: &mut Sql, alias: &str, cond: &Condition) {
+    joined_condition(sql, alias, cond, Join::Drive);
+}
+
+fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
     match cond {
         Condition::Id(ids) => {
             sql.push(&format!("{alias}.id IN ("));
@@ -69,7 +100,8 @@ fn condition(sql: &mut Sql, alias: &str, cond: &Condition) {
         }
         Condition::Missing { param, missing } => {
             let table = table_of(param.kind);
-            sql.push(&format!("{alias}.pk {}IN (SELECT resource_pk FROM {table} WHERE param = ", if *missing { "NOT " } else { "" }));
+            let x = sql.alias("x");
+            sql.push(&format!("{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND {x}.param || '' = ", if *missing { "NOT " } else { "" }));
             sql.text(&param.code);
             sql.push(")");
         }
@@ -80,7 +112,14 @@ fn condition(sql: &mut Sql, alias: &str, cond: &Condition) {
                 (ParamType::Token, Modifier::OfType) => ("search_token", format!("{}:of-type", param.code)),
                 (kind, _) => (table_of(kind), param.code.clone()),
             };
-            sql.push(&format!("{alias}.pk {}IN (SELECT resource_pk FROM {table} WHERE param = ", if negate { "NOT " } else { "" }));
+            if join == Join::Drive && !negate {
+                sql.push(&format!("{alias}.pk IN (SELECT resource_pk FROM {table} WHERE param = "));
+            } else {
+                // `|| ''` keeps the planner on the (resource_pk, param) index: the value
+                // indexes start with param and would be scanned for every candidate.
+                let x = sql.alias("x");
+                sql.push(&format!("{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND {x}.param || '' = ", if negate { "NOT " } else { "" }));
+            }
             sql.text(&param_name);
             sql.push(" AND (");
             for (index, value) in values.iter().enumerate() {
@@ -396,8 +435,13 @@ struct Count {
 
 fn where_clause(sql: &mut Sql, spec: &SearchSpec) {
     sql.push(" WHERE r.deleted = 0");
+    let mut order: Vec<&Condition> = spec.conditions.iter().collect();
+    order.sort_by_key(|c| selectivity(c).unwrap_or(u8::MAX));
+    let driver = order.first().is_some_and(|c| selectivity(c).is_some());
     if !spec.types.is_empty() {
-        sql.push(" AND r.resource_type IN (");
+        // With a driving condition, keep the planner on it: `|| ''` hides the type column from
+        // the type index, which SQLite would otherwise scan in key order to satisfy ORDER BY.
+        sql.push(if driver { " AND r.resource_type || '' IN (" } else { " AND r.resource_type IN (" });
         for (index, resource_type) in spec.types.iter().enumerate() {
             if index > 0 {
                 sql.push(", ");
@@ -406,9 +450,9 @@ fn where_clause(sql: &mut Sql, spec: &SearchSpec) {
         }
         sql.push(")");
     }
-    for cond in &spec.conditions {
+    for (index, cond) in order.into_iter().enumerate() {
         sql.push(" AND ");
-        condition(sql, "r", cond);
+        joined_condition(sql, "r", cond, if index == 0 && driver { Join::Drive } else { Join::Filter });
     }
 }
 
