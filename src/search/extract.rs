@@ -62,9 +62,24 @@ pub struct UriRow {
     pub uri: String,
 }
 
+/// One pair of a composite parameter: a token and a second value of the part's type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompositeRow {
+    pub param: String,
+    pub system: String,
+    pub code: String,
+    pub v_system: String,
+    pub v_code: String,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub start: Option<Micros>,
+    pub end: Option<Micros>,
+}
+
 /// Everything a resource contributes to the search index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexRows {
+    pub composites: Vec<CompositeRow>,
     pub strings: Vec<StringRow>,
     pub tokens: Vec<TokenRow>,
     pub references: Vec<ReferenceRow>,
@@ -84,6 +99,10 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
         }
         let Some(expression) = &param.expression else { continue };
         let Ok(items) = evaluate(expression, resource) else { continue };
+        if param.kind == ParamType::Composite {
+            add_composites(&mut rows, &param.code, &param.components, &items, resource);
+            continue;
+        }
         for item in &items {
             add_item(&mut rows, &param.code, param.kind, item);
         }
@@ -94,7 +113,37 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
     dedup(&mut rows.dates);
     dedup(&mut rows.quantities);
     dedup(&mut rows.uris);
+    dedup(&mut rows.composites);
     rows
+}
+
+/// For each element the composite selects, pairs every token of its first part with every
+/// value of its second part.
+fn add_composites(rows: &mut IndexRows, param: &str, components: &[(ParamType, crate::fhirpath::Expr)], items: &[Item<'_>], resource: &Value) {
+    let [(_, first), (second_kind, second)] = components else { return };
+    for item in items {
+        let focus = std::slice::from_ref(item);
+        let mut tokens = IndexRows::default();
+        for part in crate::fhirpath::evaluate_on(first, focus, resource).unwrap_or_default() {
+            add_item(&mut tokens, param, ParamType::Token, &part);
+        }
+        let mut values = IndexRows::default();
+        for part in crate::fhirpath::evaluate_on(second, focus, resource).unwrap_or_default() {
+            add_item(&mut values, param, *second_kind, &part);
+        }
+        let mut seconds: Vec<CompositeRow> = Vec::new();
+        let blank = CompositeRow { param: param.into(), system: String::new(), code: String::new(), v_system: String::new(), v_code: String::new(), low: None, high: None, start: None, end: None };
+        seconds.extend(values.tokens.iter().filter(|t| !t.code.is_empty()).map(|t| CompositeRow { v_system: t.system.clone(), v_code: t.code.clone(), ..blank.clone() }));
+        seconds.extend(values.strings.iter().map(|s| CompositeRow { v_code: s.normalized.clone(), ..blank.clone() }));
+        seconds.extend(values.references.iter().map(|r| CompositeRow { v_system: r.target_type.clone(), v_code: r.target_id.clone(), ..blank.clone() }));
+        seconds.extend(values.quantities.iter().map(|q| CompositeRow { v_system: q.system.clone(), v_code: q.code.clone(), low: Some(q.low), high: Some(q.high), ..blank.clone() }));
+        seconds.extend(values.dates.iter().map(|d| CompositeRow { start: Some(d.start), end: Some(d.end), ..blank.clone() }));
+        for token in tokens.tokens.iter().filter(|t| !t.code.is_empty()) {
+            for second in &seconds {
+                rows.composites.push(CompositeRow { system: token.system.clone(), code: token.code.clone(), ..second.clone() });
+            }
+        }
+    }
 }
 
 fn dedup<T: PartialEq>(rows: &mut Vec<T>) {
@@ -393,6 +442,7 @@ mod tests {
         assert!(rows.references.iter().any(|r| r.param == "subject" && r.target_type == "Patient"));
         assert!(rows.quantities.iter().any(|r| r.param == "value-quantity" && r.low == 120.5 && r.code == "mm[Hg]"));
         assert!(rows.dates.iter().any(|r| r.param == "date" && r.end == DATE_MAX));
+        assert!(rows.composites.iter().any(|r| r.param == "code-value-quantity" && r.code == "8480-6" && r.low == Some(120.5) && r.v_code == "mm[Hg]"));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum SearchValue {
     /// Numbers and quantities: the search value's precision-implied range `[low, high)`.
     Quantity { prefix: Prefix, value: f64, low: f64, high: f64, system: Option<String>, code: Option<String> },
     Uri(String),
+    /// `token$value` of a composite parameter; `second` is typed by the second part.
+    Composite { system: Option<String>, code: String, second: Box<SearchValue> },
 }
 
 /// Modifiers (search.html#modifiers).
@@ -119,7 +121,7 @@ pub fn parse_condition(registry: &Registry, resource_type: &str, name: &str, val
         let values = split_values(value).iter().map(|v| parse_date(name, v)).collect::<Result<_, _>>()?;
         return Ok(Condition::LastUpdated(values));
     }
-    if param.kind == ParamType::Composite || param.kind == ParamType::Special {
+    if param.kind == ParamType::Special || (param.kind == ParamType::Composite && param.components.len() != 2) {
         return Err(unknown(name, format!("Search parameter '{code}' ({}) is not supported", param.kind.as_str())));
     }
     let values = split_values(value)
@@ -314,7 +316,20 @@ fn parse_value(param: &SearchParam, modifier: &Modifier, name: &str, raw: &str) 
             let (value, low, high) = parse_number(name, number)?;
             SearchValue::Quantity { prefix, value, low, high, system, code }
         }
-        ParamType::Composite | ParamType::Special => return Err(unknown(name, "not supported")),
+        ParamType::Composite => {
+            let Some((first, second)) = raw.split_once('$') else {
+                return Err(invalid(name, format!("'{raw}' is not a composite value such as code$value")));
+            };
+            let (system, code) = match split_pipe(first) {
+                Some((system, code)) => (Some(system), code),
+                None => (None, unescape(first)),
+            };
+            let Some((second_kind, _)) = param.components.get(1) else { return Err(unknown(name, "not supported")) };
+            let part = SearchParam { kind: *second_kind, components: Vec::new(), ..param.clone() };
+            let second = parse_value(&part, &Modifier::None, name, second)?;
+            SearchValue::Composite { system, code, second: Box::new(second) }
+        }
+        ParamType::Special => return Err(unknown(name, "not supported")),
     })
 }
 
@@ -413,6 +428,14 @@ mod tests {
         assert_eq!(code(parse("Observation", "subject:Patient.name", "x")), "ok");
         assert_eq!(code(parse("Patient", "_has:Observation:subject:code", "1")), "ok");
         assert_eq!(code(parse("Patient", "_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:code", "1")), "value");
+    }
+
+    #[test]
+    fn composite_values_pair_a_token_with_a_typed_value() {
+        let Ok(Condition::Match { values, .. }) = parse("Observation", "code-value-quantity", "http://loinc.org|8480-6$lt60") else { panic!() };
+        let SearchValue::Composite { system, code, second } = &values[0] else { panic!() };
+        assert_eq!((system.as_deref(), code.as_str()), (Some("http://loinc.org"), "8480-6"));
+        assert!(matches!(**second, SearchValue::Quantity { prefix: Prefix::Lt, value, .. } if value == 60.0));
     }
 
     #[test]

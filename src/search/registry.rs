@@ -64,12 +64,17 @@ pub struct SearchParam {
     pub expression: Option<Expr>,
     /// Target resource types of a reference parameter.
     pub targets: Vec<String>,
+    /// The parts of a composite parameter: each part's type and its expression, relative to
+    /// the elements the parameter's own expression selects.
+    pub components: Vec<(ParamType, Expr)>,
 }
 
 /// Search parameters by resource type and code.
 #[derive(Debug, Default)]
 pub struct Registry {
     by_type: HashMap<String, BTreeMap<String, Arc<SearchParam>>>,
+    /// The type of every parameter by canonical URL (composite components refer to them).
+    kinds: HashMap<String, ParamType>,
 }
 
 impl Registry {
@@ -77,14 +82,26 @@ impl Registry {
     pub fn r4() -> Registry {
         let mut registry = Registry::default();
         let definitions: Value = serde_json::from_str(include_str!("r4-search-parameters.json")).unwrap_or(Value::Null);
-        for definition in definitions.as_array().into_iter().flatten() {
+        let definitions = definitions.as_array().cloned().unwrap_or_default();
+        // Composites name their parts by URL: learn every type first.
+        for definition in &definitions {
+            registry.learn(definition);
+        }
+        for definition in &definitions {
             registry.add(definition);
         }
         registry
     }
 
+    fn learn(&mut self, definition: &Value) {
+        if let (Some(url), Some(kind)) = (definition["url"].as_str(), definition["type"].as_str().and_then(ParamType::parse)) {
+            self.kinds.insert(url.to_string(), kind);
+        }
+    }
+
     /// Adds a SearchParameter (JSON); returns the resource types it was added for.
     pub fn add(&mut self, definition: &Value) -> Vec<String> {
+        self.learn(definition);
         let (Some(code), Some(kind)) = (
             definition["code"].as_str(),
             definition["type"].as_str().and_then(ParamType::parse),
@@ -94,6 +111,18 @@ impl Registry {
         let url = definition["url"].as_str().unwrap_or_default().to_string();
         let targets: Vec<String> = strings(&definition["target"]);
         let parsed = definition["expression"].as_str().and_then(|text| parse(text).ok());
+        let components: Vec<(ParamType, Expr)> = definition["component"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let kind = c["definition"].as_str().and_then(|url| self.kinds.get(url)).copied()?;
+                let expression = parse(c["expression"].as_str()?).ok()?;
+                Some((kind, expression))
+            })
+            .collect();
+        // Only two-part composites whose first part is a token are indexed.
+        let components = if components.len() == 2 && components[0].0 == ParamType::Token { components } else { Vec::new() };
         let mut added = Vec::new();
         for base in strings(&definition["base"]) {
             let types: Vec<&str> = match base.as_str() {
@@ -103,7 +132,7 @@ impl Registry {
             };
             for resource_type in types {
                 let expression = parsed.as_ref().and_then(|expr| restrict(expr, resource_type));
-                let param = SearchParam { url: url.clone(), code: code.to_string(), kind, expression, targets: targets.clone() };
+                let param = SearchParam { url: url.clone(), code: code.to_string(), kind, expression, targets: targets.clone(), components: components.clone() };
                 self.by_type.entry(resource_type.to_string()).or_default().insert(code.to_string(), Arc::new(param));
                 added.push(resource_type.to_string());
             }

@@ -8,7 +8,7 @@ use crate::search::extract::IndexRows;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values per statement).
 const CHUNK: usize = 400;
 
-const TABLES: &[&str] = &["search_string", "search_token", "search_reference", "search_date", "search_quantity", "search_uri"];
+const TABLES: &[&str] = &["search_string", "search_token", "search_reference", "search_date", "search_quantity", "search_uri", "search_composite"];
 
 /// Removes every index row of the resource `pk`.
 pub fn clear(conn: &mut AnyConnection, pk: i64) -> Result<(), StoreError> {
@@ -77,5 +77,27 @@ pub fn insert(conn: &mut AnyConnection, pk: i64, rows: &IndexRows) -> Result<(),
             .collect(),
     )?;
     insert_rows(conn, "search_uri", "resource_pk, param, uri", rows.uris.iter().map(|r| vec![Bind::Int(pk), text(&r.param), text(&r.uri)]).collect())?;
+    insert_rows(
+        conn,
+        "search_composite",
+        "resource_pk, param, system, code, v_system, v_code, low, high, start_at, end_at",
+        rows.composites
+            .iter()
+            .map(|r| {
+                vec![
+                    Bind::Int(pk),
+                    text(&r.param),
+                    text(&r.system),
+                    text(&r.code),
+                    text(&r.v_system),
+                    text(&r.v_code),
+                    r.low.map_or(Bind::NullFloat, Bind::Float),
+                    r.high.map_or(Bind::NullFloat, Bind::Float),
+                    r.start.map_or(Bind::NullInt, Bind::Int),
+                    r.end.map_or(Bind::NullInt, Bind::Int),
+                ]
+            })
+            .collect(),
+    )?;
     Ok(())
 }

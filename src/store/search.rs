@@ -36,7 +36,8 @@ fn table_of(kind: ParamType) -> &'static str {
         ParamType::Date => "search_date",
         ParamType::Number | ParamType::Quantity => "search_quantity",
         ParamType::Uri => "search_uri",
-        ParamType::Composite | ParamType::Special => "search_token",
+        ParamType::Composite => "search_composite",
+        ParamType::Special => "search_token",
     }
 }
 
@@ -268,6 +269,65 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
             if let Some(code) = code {
                 sql.push(" AND code = ");
                 sql.text(code);
+            }
+            sql.push(")");
+        }
+        (ParamType::Composite, SearchValue::Composite { system, code, second }) => {
+            sql.push("(code = ");
+            sql.text(code);
+            if let Some(system) = system {
+                sql.push(" AND system = ");
+                sql.text(system);
+            }
+            sql.push(" AND ");
+            match &**second {
+                SearchValue::Token { system, code } => {
+                    sql.push("(1 = 1");
+                    if let Some(code) = code {
+                        sql.push(" AND v_code = ");
+                        sql.text(code);
+                    }
+                    if let Some(system) = system {
+                        sql.push(" AND v_system = ");
+                        sql.text(system);
+                    }
+                    sql.push(")");
+                }
+                SearchValue::String(text) => {
+                    let prefix = normalize(text);
+                    sql.push("(v_code >= ");
+                    sql.text(&prefix);
+                    sql.push(" AND v_code < ");
+                    sql.text(&prefix_upper_bound(&prefix));
+                    sql.push(")");
+                }
+                SearchValue::Reference { target_type, id, .. } => {
+                    sql.push("v_code = ");
+                    sql.text(id.as_deref().unwrap_or_default());
+                    if let Some(target_type) = target_type {
+                        sql.push(" AND v_system = ");
+                        sql.text(target_type);
+                    }
+                }
+                SearchValue::Quantity { prefix, value, low, high, system, code } => {
+                    sql.push("(low IS NOT NULL AND ");
+                    quantity_predicate(sql, *prefix, *value, *low, *high);
+                    if let Some(system) = system {
+                        sql.push(" AND v_system = ");
+                        sql.text(system);
+                    }
+                    if let Some(code) = code {
+                        sql.push(" AND v_code = ");
+                        sql.text(code);
+                    }
+                    sql.push(")");
+                }
+                SearchValue::Date { prefix, start, end } => {
+                    sql.push("(start_at IS NOT NULL AND ");
+                    date_predicate(sql, "start_at", "end_at", *prefix, *start, *end);
+                    sql.push(")");
+                }
+                _ => sql.push("1 = 0"),
             }
             sql.push(")");
         }

@@ -3,7 +3,7 @@
 //! appearance), and the values bound to them.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Text};
+use diesel::sql_types::{BigInt, Double, Nullable, Text};
 
 use super::{AnyConnection, StoreError};
 
@@ -12,6 +12,8 @@ pub enum Bind {
     Text(String),
     Int(i64),
     Float(f64),
+    NullInt,
+    NullFloat,
 }
 
 /// SQL text with its bound values.
@@ -58,6 +60,8 @@ pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>
             Bind::Text(value) => statement.bind::<Text, _>(value),
             Bind::Int(value) => statement.bind::<BigInt, _>(value),
             Bind::Float(value) => statement.bind::<Double, _>(value),
+            Bind::NullInt => statement.bind::<Nullable<BigInt>, _>(None::<i64>),
+            Bind::NullFloat => statement.bind::<Nullable<Double>, _>(None::<f64>),
         };
     }
     Ok(statement.load::<T>(conn)?)
@@ -72,6 +76,8 @@ pub fn execute(conn: &mut AnyConnection, sql: Sql) -> Result<usize, StoreError> 
             Bind::Text(value) => statement.bind::<Text, _>(value),
             Bind::Int(value) => statement.bind::<BigInt, _>(value),
             Bind::Float(value) => statement.bind::<Double, _>(value),
+            Bind::NullInt => statement.bind::<Nullable<BigInt>, _>(None::<i64>),
+            Bind::NullFloat => statement.bind::<Nullable<Double>, _>(None::<f64>),
         };
     }
     Ok(statement.execute(conn)?)

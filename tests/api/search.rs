@@ -20,7 +20,28 @@ backend_tests!(
     paging_sorting_and_result_parameters,
     unknown_and_malformed_parameters,
     entry_points,
+    composite_parameters,
 );
+
+async fn composite_parameters(app: TestApp) {
+    let bp = |id: &str, systolic: i64, diastolic: i64| -> Value {
+        json!({"resourceType":"Observation","id":id,"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},
+            "component":[
+                {"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":systolic,"system":"http://unitsofmeasure.org","code":"mm[Hg]"}},
+                {"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":diastolic,"system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]})
+    };
+    seed(&app, &[bp("bp1", 150, 70), bp("bp2", 110, 95),
+        json!({"resourceType":"Observation","id":"food","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"88122-7"}]},
+               "valueCodeableConcept":{"coding":[{"system":"http://loinc.org","code":"LA28397-0"}]}})]).await;
+    assert_eq!(ids(&app, "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140").await, set(&["bp1"]));
+    // the parts must come from the same component: bp2's 95 is diastolic, not systolic
+    assert_eq!(ids(&app, "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt90").await, set(&["bp1", "bp2"]));
+    assert_eq!(ids(&app, "Observation?component-code-value-quantity=http://loinc.org|8462-4$gt90").await, set(&["bp2"]));
+    assert_eq!(ids(&app, "Observation?component-code-value-quantity=8480-6$lt100").await, set(&[]));
+    assert_eq!(ids(&app, "Observation?code-value-concept=http://loinc.org|88122-7$http://loinc.org|LA28397-0").await, set(&["food"]));
+    assert_eq!(ids(&app, "Observation?code-value-concept=88122-7$LA28398-8").await, set(&[]));
+    expect_outcome(app.get("Observation?code-value-concept=88122-7").await, 400, "value").await;
+}
 
 /// The ids matched by a search (entries with search.mode = match).
 async fn ids(app: &TestApp, query: &str) -> BTreeSet<String> {

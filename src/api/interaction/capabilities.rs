@@ -29,7 +29,7 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
         .map(|resource_type| {
             let search_params: Vec<Value> = registry
                 .params_of(resource_type)
-                .filter(|p| !matches!(p.kind, ParamType::Composite | ParamType::Special))
+                .filter(|p| p.kind != ParamType::Special && (p.kind != ParamType::Composite || p.components.len() == 2))
                 .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.as_str() }))
                 .collect();
             let references: Vec<String> = registry
