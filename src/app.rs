@@ -9,11 +9,15 @@ use actix_web::{App, HttpServer, web};
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::fhir::instant::{format_instant, now_micros};
+use crate::service::search_parameters::{self, RegistryHandle};
 use crate::store::Store;
+use std::sync::Arc;
 
 pub struct Application {
     port: u16,
     server: Server,
+    store: Store,
+    registry: Arc<RegistryHandle>,
 }
 
 impl Application {
@@ -24,9 +28,13 @@ impl Application {
         let listener = TcpListener::bind(address).map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
         let port = listener.local_addr()?.port();
         tracing::info!(%address, port, backend = ?store.backend(), "pivot-fhir listening");
+        let (registry, version) = store
+            .blocking(|conn| search_parameters::load(conn))
+            .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
+        let registry = Arc::new(RegistryHandle::new(registry, version));
         let state = web::Data::new(AppState {
-            store,
-            registry: std::sync::Arc::new(crate::search::registry::Registry::r4()),
+            store: store.clone(),
+            registry: registry.clone(),
             base_url: settings.base_url.clone(),
             max_body_bytes: settings.max_body_bytes,
             started_at: format_instant(now_micros()),
@@ -37,7 +45,7 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
-        Ok(Application { port, server: server.run() })
+        Ok(Application { port, server: server.run(), store, registry })
     }
 
     /// The bound port (useful with port 0).
@@ -52,6 +60,9 @@ impl Application {
 
     /// Serves until the process is told to stop (SIGINT/SIGTERM finish in-flight requests).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let background = tokio::spawn(search_parameters::run_background(self.store.clone(), self.registry.clone()));
+        let result = self.server.await;
+        background.abort();
+        result
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod headers;
 pub mod interaction;
+pub mod operation;
 pub mod response;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,7 +17,7 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     /// The search parameters in force.
-    pub registry: std::sync::Arc<crate::search::registry::Registry>,
+    pub registry: std::sync::Arc<crate::service::search_parameters::RegistryHandle>,
     /// Configured public base URL (without `/fhir`), if any.
     pub base_url: Option<String>,
     pub max_body_bytes: usize,
@@ -51,6 +52,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(web::resource("").route(web::get().to(search::search_system)).default_service(web::to(method_not_allowed)))
+                .service(web::resource("/$reindex").route(web::post().to(operation::reindex::reindex_all)).default_service(web::to(method_not_allowed)))
+                .service(
+                    web::resource("/_job/{id}")
+                        .route(web::get().to(operation::reindex::status))
+                        .route(web::delete().to(operation::reindex::cancel))
+                        .default_service(web::to(method_not_allowed)),
+                )
                 .service(
                     web::resource("/_history")
                         .route(web::get().to(history::system_history))
@@ -64,6 +72,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(delete::conditional_delete))
                         .default_service(web::to(method_not_allowed)),
                 )
+                .service(web::resource("/{type}/$reindex").route(web::post().to(operation::reindex::reindex_type)).default_service(web::to(method_not_allowed)))
                 .service(
                     web::resource("/{type}/_search")
                         .route(web::post().to(search::search_type_post))

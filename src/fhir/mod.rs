@@ -4,6 +4,7 @@
 pub mod instant;
 pub mod outcome;
 pub mod parse;
+pub mod profiles;
 pub mod structure;
 
 pub use fhir_r4::RESOURCE_TYPES;

@@ -4,3 +4,4 @@
 pub mod clock;
 pub mod conditional;
 pub mod resources;
+pub mod search_parameters;

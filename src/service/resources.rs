@@ -32,6 +32,7 @@ pub struct Written {
 /// create interaction).
 pub fn create(conn: &mut AnyConnection, registry: &Registry, resource: Map<String, Value>) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
+    super::search_parameters::check_definition(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
     let (stamped, content) = stamp(resource, &id, 1, last_updated);
@@ -54,6 +55,7 @@ pub fn update(
     method: &str,
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
+    super::search_parameters::check_definition(&resource)?;
     write_version(conn, registry, &resource_type, id, Some(resource), if_match, method)
 }
 

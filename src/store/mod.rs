@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod index;
+pub mod jobs;
 pub mod search;
 pub mod sql;
 pub mod resources;
@@ -102,6 +103,16 @@ impl Store {
         let mut conn = store.writers.get().map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
         run_migrations(&mut conn)?;
         Ok(store)
+    }
+
+    /// Runs `work` with a connection on the calling thread (start-up only).
+    pub fn blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        let mut conn = self.readers.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        work(&mut conn)
     }
 
     pub fn backend(&self) -> Backend {

@@ -23,3 +23,25 @@ diesel::table! {
     }
 }
 
+
+diesel::table! {
+    jobs (id) {
+        id -> Text,
+        kind -> Text,
+        status -> Text,
+        parameters -> Text,
+        cursor -> BigInt,
+        processed -> BigInt,
+        total -> BigInt,
+        message -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    server_state (name) {
+        name -> Text,
+        value -> Text,
+    }
+}

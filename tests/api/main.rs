@@ -10,4 +10,5 @@ mod examples;
 mod history;
 mod migrations;
 mod protocol;
+mod reindex;
 mod search;

@@ -18,7 +18,7 @@ pub const SYSTEM_INTERACTIONS: &[&str] = &["history-system", "search-system"];
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
-    let statement = build(&state.fhir_base(&req), &state.started_at, &state.registry);
+    let statement = build(&state.fhir_base(&req), &state.started_at, &state.registry.current());
     Ok(response::json(StatusCode::OK, format, &statement))
 }
 

@@ -29,7 +29,7 @@ pub async fn create(
     let if_none_exist = req.headers().get("if-none-exist").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
-    let registry = state.registry.clone();
+    let registry = state.registry.current();
     let ty = resource_type.clone();
     let created = state
         .store

@@ -19,7 +19,7 @@ pub async fn delete(
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
     let (ty, target) = (resource_type.clone(), id.clone());
-    let registry = state.registry.clone();
+    let registry = state.registry.current();
     let deleted = state
         .store
         .write(move |conn| crate::service::resources::delete(conn, &registry, &ty, &target, expected_version))
@@ -50,7 +50,7 @@ pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
     let criteria = req.query_string().to_string();
-    let registry = state.registry.clone();
+    let registry = state.registry.current();
     let ty = resource_type.clone();
     let deleted = state
         .store

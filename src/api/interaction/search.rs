@@ -75,19 +75,19 @@ async fn run(
     let strict = strict_handling(&req);
     // A system search reads its parameters as those every type has (Resource's).
     let parse_type = resource_type.clone().unwrap_or_else(|| "Patient".to_string());
-    let mut request = parse_request(&state.registry, &parse_type, &params, strict)?;
+    let mut request = parse_request(&state.registry.current(), &parse_type, &params, strict)?;
     if resource_type.is_none() && request.conditions.iter().any(|c| !is_common_condition(c)) && request.types.len() != 1 {
         return Err(FhirError::invalid(Issue::error("not-supported", "A system search takes only parameters every type has (_id, _lastUpdated, _tag, _profile, _security, _source); name one type with _type for others")));
     }
     if resource_type.is_none() && request.types.len() == 1 {
-        request = parse_request(&state.registry, &request.types[0].clone(), &params, strict)?;
+        request = parse_request(&state.registry.current(), &request.types[0].clone(), &params, strict)?;
     }
     let types = match &resource_type {
         Some(t) => vec![t.clone()],
         None => request.types.clone(),
     };
     if let Some(patient) = &compartment_patient {
-        let Some(condition) = patient_compartment(&state.registry, &types[0], patient) else {
+        let Some(condition) = patient_compartment(&state.registry.current(), &types[0], patient) else {
             return Err(FhirError::NotFound(format!("{} is not in the Patient compartment", types[0])));
         };
         request.conditions.push(condition);

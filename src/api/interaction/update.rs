@@ -39,7 +39,7 @@ pub async fn update(
             ));
         }
     }
-    let registry = state.registry.clone();
+    let registry = state.registry.current();
     let written = state
         .store
         .write(move |conn| service::resources::update(conn, &registry, &id, resource, expected_version, "PUT"))
@@ -73,7 +73,7 @@ pub async fn conditional_update(
         Some(Value::String(id)) => Some(id.clone()),
         _ => None,
     };
-    let registry = state.registry.clone();
+    let registry = state.registry.current();
     let ty = resource_type.clone();
     let written = state
         .store

@@ -1,0 +1,2 @@
+DROP TABLE server_state;
+DROP TABLE jobs;
