@@ -4,4 +4,5 @@
 pub mod clock;
 pub mod conditional;
 pub mod resources;
+pub mod search;
 pub mod search_parameters;

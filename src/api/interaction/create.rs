@@ -8,14 +8,7 @@ use crate::api::headers::{negotiate, prefer_return, read_body, require_json_body
 use crate::api::{AppState, known_type, response};
 use crate::error::FhirError;
 use crate::fhir::parse::parse_resource;
-use crate::service;
-use crate::store::search::Found;
-
-enum Created {
-    New(service::resources::Written),
-    /// Conditional create found the one resource matching the criteria.
-    Existing(Found),
-}
+use crate::service::conditional::{self, Created};
 
 pub async fn create(
     req: HttpRequest,
@@ -30,21 +23,7 @@ pub async fn create(
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
-    let ty = resource_type.clone();
-    let created = state
-        .store
-        .write(move |conn| {
-            if let Some(criteria) = if_none_exist {
-                let mut found = service::conditional::matches(conn, &registry, &ty, &criteria)?;
-                match found.len() {
-                    0 => {}
-                    1 => return Ok(Created::Existing(found.remove(0))),
-                    _ => return Err(FhirError::PreconditionFailed(format!("If-None-Exist matches more than one {ty}"))),
-                }
-            }
-            service::resources::create(conn, &registry, resource).map(Created::New)
-        })
-        .await?;
+    let created = state.store.write(move |conn| conditional::create(conn, &registry, resource, if_none_exist.as_deref())).await?;
     let base = state.fhir_base(&req);
     match created {
         Created::New(written) => {

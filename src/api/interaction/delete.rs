@@ -52,17 +52,7 @@ pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state
     let criteria = req.query_string().to_string();
     let registry = state.registry.current();
     let ty = resource_type.clone();
-    let deleted = state
-        .store
-        .write(move |conn| {
-            let found = crate::service::conditional::matches(conn, &registry, &ty, &criteria)?;
-            match found.as_slice() {
-                [] => Ok(None),
-                [one] => crate::service::resources::delete(conn, &registry, &ty, &one.id, expected_version).map(|w| w.map(|w| (one.id.clone(), w))),
-                _ => Err(FhirError::PreconditionFailed(format!("The criteria match more than one {ty}; nothing was deleted"))),
-            }
-        })
-        .await?;
+    let deleted = state.store.write(move |conn| crate::service::conditional::delete(conn, &registry, &ty, &criteria, expected_version)).await?;
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
         _ => Return::OperationOutcome,

@@ -69,40 +69,8 @@ pub async fn conditional_update(
     let criteria = req.query_string().to_string();
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
-    let body_id = match resource.get("id") {
-        Some(Value::String(id)) => Some(id.clone()),
-        _ => None,
-    };
     let registry = state.registry.current();
-    let ty = resource_type.clone();
-    let written = state
-        .store
-        .write(move |conn| {
-            let found = crate::service::conditional::matches(conn, &registry, &ty, &criteria)?;
-            match found.as_slice() {
-                [] => match body_id {
-                    Some(id) => {
-                        if crate::store::resources::current(conn, &ty, &id)?.is_some_and(|c| c.deleted == 0) {
-                            return Err(FhirError::Conflict(format!("{ty}/{id} exists but does not match the criteria")));
-                        }
-                        service::resources::update(conn, &registry, &id, resource, expected_version, "PUT")
-                    }
-                    None => service::resources::create(conn, &registry, resource),
-                },
-                [one] => {
-                    if body_id.as_ref().is_some_and(|id| *id != one.id) {
-                        return Err(FhirError::invalid(
-                            Issue::error("invalid", format!("The resource id does not match {ty}/{}, which the criteria select", one.id)).at(format!("{ty}.id")),
-                        ));
-                    }
-                    let mut resource = resource;
-                    resource.insert("id".into(), Value::String(one.id.clone()));
-                    service::resources::update(conn, &registry, &one.id, resource, expected_version, "PUT")
-                }
-                _ => Err(FhirError::PreconditionFailed(format!("The criteria match more than one {ty}"))),
-            }
-        })
-        .await?;
+    let written = state.store.write(move |conn| crate::service::conditional::update(conn, &registry, &criteria, resource, expected_version)).await?;
     tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut builder = response::versioned(status, written.version_id, written.last_updated);
