@@ -37,6 +37,7 @@ impl Application {
             registry: registry.clone(),
             base_url: settings.base_url.clone(),
             max_body_bytes: settings.max_body_bytes,
+            max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
         });
         let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))

@@ -24,6 +24,10 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Most entries a batch or transaction Bundle may have; more get 413.
+    #[arg(long, env = "PIVOT_MAX_BUNDLE_ENTRIES", default_value_t = 10_000)]
+    pub max_bundle_entries: usize,
+
     /// Database connections per server node (readers; SQLite has one extra writer connection).
     #[arg(long, env = "PIVOT_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
@@ -45,6 +49,7 @@ impl Settings {
             database_url: database_url.into(),
             base_url: None,
             max_body_bytes: 32 * 1024 * 1024,
+            max_bundle_entries: 10_000,
             db_pool_size: 8,
             workers: None,
             log_format: "text".into(),

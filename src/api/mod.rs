@@ -21,6 +21,7 @@ pub struct AppState {
     /// Configured public base URL (without `/fhir`), if any.
     pub base_url: Option<String>,
     pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
     /// When the server started, as a FHIR instant (CapabilityStatement.date).
     pub started_at: String,
 }
@@ -41,7 +42,7 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{capabilities, create, delete, health, history, read, search, update};
+    use interaction::{bundle, capabilities, create, delete, health, history, read, search, update};
     cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
         .service(
@@ -51,7 +52,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(capabilities::capability_statement))
                         .default_service(web::to(method_not_allowed)),
                 )
-                .service(web::resource("").route(web::get().to(search::search_system)).default_service(web::to(method_not_allowed)))
+                .service(
+                    web::resource(["", "/"])
+                        .route(web::get().to(search::search_system))
+                        .route(web::post().to(bundle::batch_or_transaction))
+                        .default_service(web::to(method_not_allowed)),
+                )
                 .service(web::resource("/$reindex").route(web::post().to(operation::reindex::reindex_all)).default_service(web::to(method_not_allowed)))
                 .service(
                     web::resource("/_job/{id}")

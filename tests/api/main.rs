@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod bundles;
 mod concurrency;
 mod conditional;
 mod crud;

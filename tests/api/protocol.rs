@@ -93,7 +93,8 @@ async fn health_and_capabilities(app: TestApp) {
     }
     assert!(patient["searchRevInclude"].as_array().is_some_and(|r| r.iter().any(|x| x == "Patient:organization")));
     assert_eq!(patient["updateCreate"], true);
-    assert_eq!(statement["rest"][0]["interaction"][0]["code"], "history-system");
+    let system: Vec<&str> = statement["rest"][0]["interaction"].as_array().map(|i| i.iter().filter_map(|x| x["code"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(system, vec!["transaction", "batch", "history-system", "search-system"]);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::search::registry::{ParamType, Registry};
 /// The interactions every resource type supports.
 pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
 /// The interactions of the whole system.
-pub const SYSTEM_INTERACTIONS: &[&str] = &["history-system", "search-system"];
+pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system", "search-system"];
 
 pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;

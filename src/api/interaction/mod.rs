@@ -1,5 +1,6 @@
 //! One module per FHIR interaction (http.html), plus health endpoints.
 
+pub mod bundle;
 pub mod capabilities;
 pub mod create;
 pub mod delete;
