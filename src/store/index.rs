@@ -5,8 +5,9 @@ use super::sql::{Bind, Sql, execute};
 use super::{AnyConnection, StoreError};
 use crate::search::extract::IndexRows;
 
-/// Rows per INSERT statement (SQLite allows 32,766 bound values per statement).
-const CHUNK: usize = 400;
+/// Rows per INSERT statement. Statements are prepared once per connection and cached by their
+/// text, so only these few sizes are used: a resource's rows go out as 64s, 8s and singles.
+const CHUNKS: [usize; 3] = [64, 8, 1];
 
 const TABLES: &[&str] = &["search_string", "search_token", "search_reference", "search_date", "search_quantity", "search_uri", "search_composite"];
 
@@ -22,7 +23,11 @@ pub fn clear(conn: &mut AnyConnection, pk: i64) -> Result<(), StoreError> {
 }
 
 fn insert_rows(conn: &mut AnyConnection, table: &str, columns: &str, rows: Vec<Vec<Bind>>) -> Result<(), StoreError> {
-    for chunk in rows.chunks(CHUNK) {
+    let mut rest = rows.as_slice();
+    while !rest.is_empty() {
+        let size = CHUNKS.iter().copied().find(|size| *size <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
         let mut sql = Sql::default();
         sql.push(&format!("INSERT INTO {table} ({columns}) VALUES "));
         for (index, row) in chunk.iter().enumerate() {

@@ -6,6 +6,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Text};
 
 use super::schema::{resource_versions, resources};
+use super::sql::{Bind, Sql, run};
 use super::{AnyConnection, StoreError};
 use crate::fhir::instant::Micros;
 
@@ -72,32 +73,41 @@ pub fn version(
 /// transaction usable, when a concurrent transaction created the same resource first (the
 /// caller then updates instead).
 pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<Option<i64>, StoreError> {
-    // A savepoint: on PostgreSQL a failed statement would otherwise abort the whole transaction.
-    let inserted = conn.transaction(|conn| {
-        diesel::insert_into(resources::table)
-            .values((
-                resources::resource_type.eq(new.resource_type),
-                resources::id.eq(new.id),
-                resources::version_id.eq(new.version_id),
-                resources::last_updated.eq(new.last_updated),
-                resources::deleted.eq(i32::from(new.content.is_none())),
-                resources::content.eq(new.content),
-            ))
-            .execute(conn)
-    });
+    let mut sql = Sql::default();
+    sql.push("INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content) VALUES (");
+    sql.text(new.resource_type);
+    sql.push(", ");
+    sql.text(new.id);
+    sql.push(", ");
+    sql.int(new.version_id);
+    sql.push(", ");
+    sql.int(new.last_updated);
+    sql.push(", ");
+    sql.int(i64::from(new.content.is_none()));
+    sql.push(", ");
+    sql.bind(new.content.map_or(Bind::NullText, |c| Bind::Text(c.to_string())));
+    sql.push(") RETURNING pk");
+    let inserted: Result<Vec<Key>, StoreError> = match conn {
+        // SQLite has one writer at a time, so nobody can create the row between the caller's
+        // read and this insert.
+        AnyConnection::Sqlite(_) => run(conn, sql),
+        // A savepoint: on PostgreSQL a failed statement would otherwise abort the transaction.
+        AnyConnection::Postgresql(_) => conn.transaction(|conn| run::<Key>(conn, sql)),
+    };
     match inserted {
-        Ok(_) => {
+        Ok(keys) => {
             insert_version(conn, new)?;
-            let pk = resources::table
-                .filter(resources::resource_type.eq(new.resource_type))
-                .filter(resources::id.eq(new.id))
-                .select(resources::pk)
-                .first(conn)?;
-            Ok(Some(pk))
+            Ok(keys.first().map(|k| k.pk))
         }
-        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(None),
-        Err(err) => Err(err.into()),
+        Err(StoreError::Backend(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => Ok(None),
+        Err(err) => Err(err),
     }
+}
+
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = BigInt)]
+    pk: i64,
 }
 
 /// Replaces the current version, provided it is still `previous_version_id`. Returns `false`

@@ -14,6 +14,7 @@ pub enum Bind {
     Float(f64),
     NullInt,
     NullFloat,
+    NullText,
 }
 
 /// SQL text with its bound values.
@@ -62,6 +63,7 @@ pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>
             Bind::Float(value) => statement.bind::<Double, _>(value),
             Bind::NullInt => statement.bind::<Nullable<BigInt>, _>(None::<i64>),
             Bind::NullFloat => statement.bind::<Nullable<Double>, _>(None::<f64>),
+            Bind::NullText => statement.bind::<Nullable<Text>, _>(None::<String>),
         };
     }
     Ok(statement.load::<T>(conn)?)
@@ -78,6 +80,7 @@ pub fn execute(conn: &mut AnyConnection, sql: Sql) -> Result<usize, StoreError> 
             Bind::Float(value) => statement.bind::<Double, _>(value),
             Bind::NullInt => statement.bind::<Nullable<BigInt>, _>(None::<i64>),
             Bind::NullFloat => statement.bind::<Nullable<Double>, _>(None::<f64>),
+            Bind::NullText => statement.bind::<Nullable<Text>, _>(None::<String>),
         };
     }
     Ok(statement.execute(conn)?)
