@@ -9,6 +9,7 @@ use actix_web::{App, HttpServer, web};
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::fhir::instant::{format_instant, now_micros};
+use crate::auth::{AuthMode, Authenticator};
 use crate::service::search_parameters::{self, RegistryHandle};
 use crate::store::Store;
 use std::sync::Arc;
@@ -23,7 +24,11 @@ pub struct Application {
 impl Application {
     /// Opens the database and binds the listener; the server runs once awaited.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let address = settings.loopback_bind_address()?;
+        let address = settings.bind_address()?;
+        let auth = Arc::new(Authenticator::new(settings.auth, &settings.data_dir(), settings.token_issuer.clone(), settings.token_audience.clone())?);
+        if settings.auth == AuthMode::None {
+            tracing::warn!("authorization is off (--auth none): every request may do anything; loopback only");
+        }
         let store = Store::open(&settings.database_url, settings.db_pool_size)?;
         let listener = TcpListener::bind(address).map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
         let port = listener.local_addr()?.port();
@@ -34,6 +39,7 @@ impl Application {
         let registry = Arc::new(RegistryHandle::new(registry, version));
         let state = web::Data::new(AppState {
             store: store.clone(),
+            auth,
             registry: registry.clone(),
             base_url: settings.base_url.clone(),
             max_body_bytes: settings.max_body_bytes,

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::AuthMode;
+
 /// Settings of `pivot-fhir serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -36,6 +38,24 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Authorization: `local` (the server issues and checks its own SMART tokens; the default),
+    /// `jwks` (tokens of an external authorization server) or `none` (loopback only).
+    #[arg(long, env = "PIVOT_AUTH", value_enum, default_value = "local")]
+    pub auth: AuthMode,
+
+    /// Folder for the server's own files (its signing key). Default: the SQLite database's folder,
+    /// else `data`.
+    #[arg(long, env = "PIVOT_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// `iss` of the tokens this server issues and accepts.
+    #[arg(long, env = "PIVOT_TOKEN_ISSUER", default_value = "pivot-fhir")]
+    pub token_issuer: String,
+
+    /// `aud` of the tokens this server issues and accepts.
+    #[arg(long, env = "PIVOT_TOKEN_AUDIENCE", default_value = "pivot-fhir")]
+    pub token_audience: String,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "PIVOT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -53,20 +73,28 @@ impl Settings {
             db_pool_size: 8,
             workers: None,
             log_format: "text".into(),
+            auth: AuthMode::Local,
+            data_dir: None,
+            token_issuer: "pivot-fhir".into(),
+            token_audience: "pivot-fhir".into(),
         }
     }
 
-    /// The socket address to bind, refusing non-loopback addresses: no request is authorized
-    /// yet, so the server must not be reachable from other machines.
-    pub fn loopback_bind_address(&self) -> anyhow::Result<SocketAddr> {
+    /// The data folder.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| crate::auth::default_data_dir(&self.database_url))
+    }
+
+    /// The socket address to bind; without authorization (`--auth none`) only loopback
+    /// addresses, so an open server is never reachable from other machines.
+    pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
         let address: SocketAddr = self.bind.parse().map_err(|_| {
             anyhow::anyhow!("--bind {:?} is not an IP address and port such as 127.0.0.1:8080", self.bind)
         })?;
-        if !address.ip().is_loopback() {
+        if self.auth == AuthMode::None && !address.ip().is_loopback() {
             anyhow::bail!(
-                "refusing to listen on {address}: this server has no request authorization yet, so it only \
-                 binds loopback addresses (127.0.0.1 or ::1); put an authenticating reverse proxy in front \
-                 and bind it to loopback"
+                "refusing to listen on {address} with --auth none: without authorization the server only \
+                 binds loopback addresses (127.0.0.1 or ::1); use --auth local or --auth jwks"
             );
         }
         Ok(address)

@@ -12,6 +12,12 @@ pub enum FhirError {
     /// The request is malformed: bad JSON, unknown element, bad parameter value (400).
     #[error("invalid request")]
     Invalid(Vec<Issue>),
+    /// No valid bearer token (401).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The token does not allow this (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// No such resource or route (404).
     #[error("not found: {0}")]
     NotFound(String),
@@ -64,6 +70,8 @@ impl FhirError {
         match self {
             FhirError::Invalid(issues) | FhirError::Unprocessable(issues) => issues.clone(),
             FhirError::NotFound(message) => vec![Issue::error("not-found", message.clone())],
+            FhirError::Unauthorized(message) => vec![Issue::error("login", message.clone())],
+            FhirError::Forbidden(message) => vec![Issue::error("forbidden", message.clone())],
             FhirError::UnknownType(name) => {
                 vec![Issue::error("not-supported", format!("Unknown resource type '{name}'"))]
             }
@@ -104,6 +112,8 @@ impl ResponseError for FhirError {
     fn status_code(&self) -> StatusCode {
         match self {
             FhirError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FhirError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
             FhirError::NotFound(_) | FhirError::UnknownType(_) => StatusCode::NOT_FOUND,
             FhirError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             FhirError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -129,6 +139,9 @@ impl ResponseError for FhirError {
         response.content_type(crate::api::FHIR_JSON);
         if let FhirError::Gone(_, Some(version_id)) = self {
             response.insert_header(("ETag", crate::fhir::etag(*version_id)));
+        }
+        if let FhirError::Unauthorized(_) = self {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"pivot-fhir\", error=\"invalid_token\""));
         }
         if let FhirError::Unavailable(_) = self {
             response.insert_header(("Retry-After", "5"));

@@ -15,12 +15,66 @@ struct Cli {
 enum Command {
     /// Run the FHIR server.
     Serve(Settings),
+    /// Print an access token signed with the server's key (mode `local`).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The client the token is for (`client_id`, `sub`).
+    #[arg(long)]
+    client_id: String,
+    /// SMART scopes, space-separated, e.g. "system/*.cruds" or "patient/Observation.rs".
+    #[arg(long)]
+    scope: String,
+    /// The patient of the launch context (for patient/ scopes).
+    #[arg(long)]
+    patient: Option<String>,
+    /// The user as a FHIR resource, e.g. Organization/food-bank.
+    #[arg(long)]
+    fhir_user: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lifetime: i64,
+    /// The server's database URL, which locates its data folder.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
+    database_url: String,
+    /// The server's data folder (default: beside the SQLite database, else `data`).
+    #[arg(long, env = "PIVOT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    #[arg(long, env = "PIVOT_TOKEN_ISSUER", default_value = "pivot-fhir")]
+    token_issuer: String,
+    #[arg(long, env = "PIVOT_TOKEN_AUDIENCE", default_value = "pivot-fhir")]
+    token_audience: String,
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(args) => {
+            let data_dir = args.data_dir.clone().unwrap_or_else(|| pivot_fhir::auth::default_data_dir(&args.database_url));
+            let issued = pivot_fhir::auth::keys::load_or_create(&data_dir).and_then(|key| {
+                let request = pivot_fhir::auth::token::TokenRequest {
+                    client_id: args.client_id,
+                    scope: args.scope,
+                    patient: args.patient,
+                    fhir_user: args.fhir_user,
+                    lifetime_seconds: args.lifetime,
+                };
+                pivot_fhir::auth::token::issue(&key, &args.token_issuer, &args.token_audience, &request)
+            });
+            match issued {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("pivot-fhir: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(settings) => {
             telemetry::init(&settings.log_format);
             let result = match Application::build(&settings) {

@@ -16,6 +16,7 @@ use crate::store::Store;
 /// State shared by every handler.
 pub struct AppState {
     pub store: Store,
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
     /// The search parameters in force.
     pub registry: std::sync::Arc<crate::service::search_parameters::RegistryHandle>,
     /// Configured public base URL (without `/fhir`), if any.
@@ -42,9 +43,15 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{bundle, capabilities, create, delete, health, history, read, search, update};
+    use interaction::{bundle, capabilities, create, delete, health, history, read, search, smart, update};
     cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
+        .service(
+            web::resource(["/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"])
+                .route(web::get().to(smart::configuration))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(web::resource("/auth/jwks").route(web::get().to(smart::jwks)).default_service(web::to(method_not_allowed)))
         .service(
             web::scope("/fhir")
                 .service(

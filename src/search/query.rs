@@ -70,6 +70,8 @@ pub enum Condition {
     Has { source_type: String, reference_param: String, inner: Box<Condition> },
     /// Any of these (compartment membership through any of several parameters).
     AnyOf(Vec<Condition>),
+    /// All of these (a query-constrained scope's parameters).
+    AllOf(Vec<Condition>),
 }
 
 /// How many levels of chaining and `_has` a request may use.

@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::conditional::{self, Created};
 use super::resources::{self, Written};
+use super::access::visible;
+use crate::auth::Access;
+use crate::auth::scopes::Permission;
 use crate::error::FhirError;
 use crate::fhir::etag;
 use crate::fhir::instant::{format_instant, now_micros};
@@ -202,7 +205,14 @@ pub fn parse_entries(bundle: &Map<String, Value>, max_entries: usize) -> Result<
 
 /// Runs a whole transaction on `conn` (inside the caller's database transaction). Returns the
 /// responses in request order, or the first failure (which must roll everything back).
-pub fn transaction(conn: &mut AnyConnection, registry: &Registry, base: &str, mut entries: Vec<Entry>, representation: Representation) -> Result<Vec<EntryResponse>, FhirError> {
+pub fn transaction(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    base: &str,
+    mut entries: Vec<Entry>,
+    representation: Representation,
+    access: &Access,
+) -> Result<Vec<EntryResponse>, FhirError> {
     // 1. Where each write goes: ids for creates, matches for conditional creates and updates.
     let mut targets: HashMap<usize, Target> = HashMap::new();
     let mut identities: HashMap<String, String> = HashMap::new(); // fullUrl -> Type/id
@@ -287,17 +297,21 @@ pub fn transaction(conn: &mut AnyConnection, registry: &Registry, base: &str, mu
     for position in order {
         let entry = &entries[position];
         let target = targets.get(&entry.index).cloned().ok_or_else(|| entry_error(entry.index, "no target"))?;
-        let response = execute(conn, registry, base, entry, &target, existing.get(&entry.index), representation).map_err(|e| at_entry(e, entry.index))?;
+        let response = execute(conn, registry, base, entry, &target, existing.get(&entry.index), representation, access).map_err(|e| at_entry(e, entry.index))?;
         responses[position] = Some(response);
     }
     Ok(responses.into_iter().flatten().collect())
 }
 
 /// Runs one entry of a batch (inside its own database transaction).
-pub fn batch_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, representation: Representation) -> Result<EntryResponse, FhirError> {
+pub fn batch_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, representation: Representation, access: &Access) -> Result<EntryResponse, FhirError> {
     let mut target = parse_target(entry.index, &entry.url, base)?;
     if entry.method == Method::Post {
         if let Some(criteria) = &entry.if_none_exist {
+            let grant = access.require(&target.resource_type, Permission::Create)?;
+            if !grant.is_unlimited() {
+                return Err(FhirError::Forbidden("Conditional create needs an unrestricted scope".into()));
+            }
             let resource = entry.resource.clone().unwrap_or_default();
             return Ok(match conditional::create(conn, registry, resource, Some(criteria))? {
                 Created::New(written) => written_response(base, &written, representation),
@@ -325,9 +339,10 @@ pub fn batch_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, en
     {
         return Err(entry_error(entry.index, format!("the resource is not a {}", target.resource_type)));
     }
-    execute(conn, registry, base, entry, &target, None, representation)
+    execute(conn, registry, base, entry, &target, None, representation, access)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     conn: &mut AnyConnection,
     registry: &Registry,
@@ -336,6 +351,44 @@ fn execute(
     target: &Target,
     existing: Option<&crate::store::search::Found>,
     representation: Representation,
+    access: &Access,
+) -> Result<EntryResponse, FhirError> {
+    let resource_type = target.resource_type.as_str();
+    let permission = match (entry.method, &target.id) {
+        (Method::Post, _) => Permission::Create,
+        (Method::Put | Method::Patch, _) => Permission::Update,
+        (Method::Delete, _) => Permission::Delete,
+        (Method::Get | Method::Head, Some(_)) => Permission::Read,
+        (Method::Get | Method::Head, None) => Permission::Search,
+    };
+    let grant = access.require(resource_type, permission)?;
+    let outside = || FhirError::Forbidden("The resource would be outside the token's reach".into());
+    if let (Some(id), Method::Put | Method::Patch | Method::Get | Method::Head) = (&target.id, entry.method)
+        && rows::current(conn, resource_type, id)?.is_some_and(|c| c.deleted == 0)
+        && !visible(conn, registry, resource_type, id, &grant)?
+    {
+        return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
+    }
+    let response = execute_allowed(conn, registry, base, entry, target, existing, representation, access)?;
+    if matches!(entry.method, Method::Post | Method::Put | Method::Patch)
+        && let Some(id) = &target.id
+        && !visible(conn, registry, resource_type, id, &grant)?
+    {
+        return Err(outside());
+    }
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute_allowed(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    base: &str,
+    entry: &Entry,
+    target: &Target,
+    existing: Option<&crate::store::search::Found>,
+    representation: Representation,
+    access: &Access,
 ) -> Result<EntryResponse, FhirError> {
     let resource_type = target.resource_type.as_str();
     match entry.method {
@@ -365,9 +418,11 @@ fn execute(
         }
         Method::Patch => Err(FhirError::MethodNotAllowed("PATCH entries are not supported yet".into())),
         Method::Delete => {
-            let Some(id) = &target.id else {
-                return Ok(EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None });
-            };
+            let nothing = EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None };
+            let Some(id) = &target.id else { return Ok(nothing) };
+            if !visible(conn, registry, resource_type, id, &access.require(resource_type, Permission::Delete)?)? {
+                return Ok(nothing);
+            }
             Ok(match resources::delete(conn, registry, resource_type, id, entry.if_match)? {
                 Some(written) => EntryResponse {
                     status: "200 OK".into(),
@@ -380,11 +435,11 @@ fn execute(
                 None => EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None },
             })
         }
-        Method::Get | Method::Head => read_entry(conn, registry, base, entry, target),
+        Method::Get | Method::Head => read_entry(conn, registry, base, entry, target, access),
     }
 }
 
-fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, target: &Target) -> Result<EntryResponse, FhirError> {
+fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, target: &Target, access: &Access) -> Result<EntryResponse, FhirError> {
     let with_body = entry.method == Method::Get;
     let resource_type = &target.resource_type;
     match (&target.id, &target.version) {
@@ -397,6 +452,7 @@ fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: 
                 strict: false,
                 base: base.to_string(),
                 path: format!("/{resource_type}"),
+                access: access.clone(),
             };
             let bundle = super::search::execute(conn, registry, &input)?;
             Ok(EntryResponse { status: "200 OK".into(), location: None, etag: None, last_modified: None, resource: with_body.then_some(bundle), outcome: None })

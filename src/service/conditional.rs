@@ -17,6 +17,11 @@ use crate::store::AnyConnection;
 /// The current resources of `resource_type` matching `criteria` (a query string), at most two:
 /// enough to tell none, one and several apart.
 pub fn matches(conn: &mut AnyConnection, registry: &Registry, resource_type: &str, criteria: &str) -> Result<Vec<Found>, FhirError> {
+    matches_within(conn, registry, resource_type, criteria, &[])
+}
+
+/// `matches`, among the resources that also satisfy `limits` (a token's scope conditions).
+pub fn matches_within(conn: &mut AnyConnection, registry: &Registry, resource_type: &str, criteria: &str, limits: &[crate::search::query::Condition]) -> Result<Vec<Found>, FhirError> {
     let criteria = criteria.trim_start_matches('?');
     let criteria = criteria.strip_prefix(&format!("{resource_type}?")).unwrap_or(criteria);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(criteria)
@@ -36,7 +41,9 @@ pub fn matches(conn: &mut AnyConnection, registry: &Registry, resource_type: &st
         sql.push("))");
         execute(conn, sql)?;
     }
-    let spec = SearchSpec { types: vec![resource_type.to_string()], conditions: request.conditions, limit: 2, ..Default::default() };
+    let mut conditions = request.conditions;
+    conditions.extend(limits.iter().cloned());
+    let spec = SearchSpec { types: vec![resource_type.to_string()], conditions, limit: 2, ..Default::default() };
     Ok(search(conn, &spec)?)
 }
 
@@ -62,10 +69,17 @@ pub fn create(conn: &mut AnyConnection, registry: &Registry, resource: Map<Strin
 }
 
 /// Conditional update: the one match is updated; no match creates (with the body's id, if any).
-pub fn update(conn: &mut AnyConnection, registry: &Registry, criteria: &str, mut resource: Map<String, Value>, if_match: Option<i64>) -> Result<Written, FhirError> {
+pub fn update(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    criteria: &str,
+    mut resource: Map<String, Value>,
+    if_match: Option<i64>,
+    limits: &[crate::search::query::Condition],
+) -> Result<Written, FhirError> {
     let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
     let body_id = resource.get("id").and_then(Value::as_str).map(str::to_string);
-    let found = matches(conn, registry, &resource_type, criteria)?;
+    let found = matches_within(conn, registry, &resource_type, criteria, limits)?;
     match found.as_slice() {
         [] => match body_id {
             Some(id) => {
@@ -90,8 +104,15 @@ pub fn update(conn: &mut AnyConnection, registry: &Registry, criteria: &str, mut
 }
 
 /// Conditional delete of at most one match; returns the deleted id and version.
-pub fn delete(conn: &mut AnyConnection, registry: &Registry, resource_type: &str, criteria: &str, if_match: Option<i64>) -> Result<Option<(String, Written)>, FhirError> {
-    let found = matches(conn, registry, resource_type, criteria)?;
+pub fn delete(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    resource_type: &str,
+    criteria: &str,
+    if_match: Option<i64>,
+    limits: &[crate::search::query::Condition],
+) -> Result<Option<(String, Written)>, FhirError> {
+    let found = matches_within(conn, registry, resource_type, criteria, limits)?;
     match found.as_slice() {
         [] => Ok(None),
         [one] => resources::delete(conn, registry, resource_type, &one.id, if_match).map(|w| w.map(|w| (one.id.clone(), w))),

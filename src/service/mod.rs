@@ -1,6 +1,7 @@
 //! FHIR semantics without HTTP: versioning, `meta` stamping and preconditions. Functions take a
 //! connection inside a transaction, so a Bundle can run many of them atomically.
 
+pub mod access;
 pub mod bundle;
 pub mod clock;
 pub mod conditional;

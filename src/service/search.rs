@@ -4,6 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
+use super::access::{grant_conditions, visible};
+use crate::auth::Access;
+use crate::auth::scopes::{Context, Permission};
 use crate::error::FhirError;
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::fhir::outcome::{Issue, operation_outcome};
@@ -26,6 +29,8 @@ pub struct SearchInput {
     pub base: String,
     /// The request path below the base, for links (e.g. `/Patient`).
     pub path: String,
+    /// What the caller may see.
+    pub access: Access,
 }
 
 /// Runs `input` and returns the searchset Bundle as JSON text.
@@ -46,6 +51,20 @@ pub fn execute(conn: &mut AnyConnection, registry: &Registry, input: &SearchInpu
         Some(t) => vec![t.clone()],
         None => request.types.clone(),
     };
+    // Scope limits become conditions of the query itself.
+    if types.is_empty() {
+        if !input.access.unrestricted && !input.access.scopes.iter().any(|s| s.resource_type.is_none() && s.grants(Permission::Search) && s.context != Context::Patient) {
+            return Err(FhirError::Forbidden("A search across all types needs a user/*.rs or system/*.rs scope; name the types with _type".into()));
+        }
+    } else {
+        let grants = types.iter().map(|t| input.access.require(t, Permission::Search)).collect::<Result<Vec<_>, _>>()?;
+        if types.len() > 1 && grants.iter().any(|g| !g.is_unlimited()) {
+            return Err(FhirError::Forbidden("The token's scopes limit these types differently; search them one at a time".into()));
+        }
+        if let Some(grant) = grants.first() {
+            request.conditions.extend(grant_conditions(registry, &types[0], grant)?);
+        }
+    }
     if let Some(patient) = &input.compartment_patient {
         let Some(condition) = patient_compartment(registry, &types[0], patient) else {
             return Err(FhirError::NotFound(format!("{} is not in the Patient compartment", types[0])));
@@ -70,6 +89,7 @@ pub fn execute(conn: &mut AnyConnection, registry: &Registry, input: &SearchInpu
         let matches = search(conn, &spec)?;
         let page: Vec<Found> = matches.iter().take(usize::try_from(request.count).unwrap_or(0)).cloned().collect();
         let (extra, capped) = collect_includes(conn, &page, &request.includes, &request.revincludes)?;
+        let extra = visible_only(conn, registry, &input.access, extra)?;
         (matches, extra, capped)
     };
     let has_more = matches.len() as i64 > request.count;
@@ -77,6 +97,21 @@ pub fn execute(conn: &mut AnyConnection, registry: &Registry, input: &SearchInpu
     let first_page = request.after_pk.is_none() && request.before_pk.is_none() && request.offset == 0;
     let total = total.or_else(|| (request.total == Total::Estimate && first_page && !has_more).then_some(matches.len() as i64));
     bundle(&input.base, &input.path, &request, &matches, &extra, total, has_more, capped)
+}
+
+/// Keeps the included resources the caller may read.
+fn visible_only(conn: &mut AnyConnection, registry: &Registry, access: &Access, found: Vec<Found>) -> Result<Vec<Found>, FhirError> {
+    if access.unrestricted {
+        return Ok(found);
+    }
+    let mut kept = Vec::with_capacity(found.len());
+    for resource in found {
+        let Ok(grant) = access.require(&resource.resource_type, Permission::Read) else { continue };
+        if visible(conn, registry, &resource.resource_type, &resource.id, &grant)? {
+            kept.push(resource);
+        }
+    }
+    Ok(kept)
 }
 
 /// Conditions a system search can evaluate on any type.

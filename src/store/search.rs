@@ -64,7 +64,7 @@ fn selectivity(cond: &Condition) -> Option<u8> {
             _ => 4,
         }),
         Condition::Chain { .. } | Condition::Has { .. } => Some(3),
-        Condition::LastUpdated(_) | Condition::AnyOf(_) => Some(4),
+        Condition::LastUpdated(_) | Condition::AnyOf(_) | Condition::AllOf(_) => Some(4),
     }
 }
 
@@ -163,6 +163,19 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             }
             if conditions.is_empty() {
                 sql.push("1 = 0");
+            }
+            sql.push(")");
+        }
+        Condition::AllOf(conditions) => {
+            sql.push("(");
+            for (index, inner) in conditions.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" AND ");
+                }
+                condition(sql, alias, inner);
+            }
+            if conditions.is_empty() {
+                sql.push("1 = 1");
             }
             sql.push(")");
         }

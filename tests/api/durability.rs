@@ -16,9 +16,10 @@ struct Server {
 }
 
 impl Server {
-    async fn start(database_url: &str, port: u16) -> Server {
+    async fn start(database_url: &str, port: u16, data_dir: &std::path::Path) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_pivot-fhir"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database-url", database_url])
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database-url", database_url, "--data-dir"])
+            .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -45,8 +46,12 @@ fn free_port() -> u16 {
 
 async fn acknowledged_writes_survive_kill(database_url: &str) {
     let port = free_port();
-    let server = Server::start(database_url, port).await;
-    let client = reqwest::Client::new();
+    let data = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let server = Server::start(database_url, port, data.path()).await;
+    let token = crate::helpers::token_for(data.path(), "system/*.cruds", None, None);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|err| panic!("{err}")));
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap_or_default();
     let writes = (0..200).map(|i| {
         let request = client
             .put(format!("{}/fhir/Patient/durable-{i}", server.base))
@@ -57,7 +62,7 @@ async fn acknowledged_writes_survive_kill(database_url: &str) {
     let statuses = futures::future::join_all(writes).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     server.kill();
-    let server = Server::start(database_url, port).await;
+    let server = Server::start(database_url, port, data.path()).await;
     for i in 0..200 {
         let status = client.get(format!("{}/fhir/Patient/durable-{i}", server.base)).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
         assert_eq!(status, 200, "Patient/durable-{i} was acknowledged but is lost");

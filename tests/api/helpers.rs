@@ -28,6 +28,7 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     handle: actix_web::dev::ServerHandle,
+    pub data_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
     schema: Option<(String, String)>,
 }
@@ -56,6 +57,7 @@ impl TestApp {
         let mut settings = Settings::new("127.0.0.1:0", database_url);
         settings.workers = Some(2);
         settings.db_pool_size = 4;
+        settings.data_dir = Some(dir.path().to_path_buf());
         configure(&mut settings);
         let app = match Application::build(&settings) {
             Ok(app) => app,
@@ -64,10 +66,17 @@ impl TestApp {
         let root = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
+        // Tests act as a backend service with full access unless they say otherwise.
+        let admin = token_for(dir.path(), "system/*.cruds", None, None);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {admin}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Some(TestApp {
             base: format!("{root}/fhir"),
             root,
-            client: Client::new(),
+            client: Client::builder().default_headers(headers).build().unwrap_or_default(),
+            data_dir: dir.path().to_path_buf(),
             handle,
             _dir: dir,
             schema,
@@ -111,6 +120,19 @@ impl Drop for TestApp {
             let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         }
     }
+}
+
+/// A token signed with the key in `data_dir` (the server's own key, mode `local`).
+pub fn token_for(data_dir: &std::path::Path, scope: &str, patient: Option<&str>, fhir_user: Option<&str>) -> String {
+    let key = pivot_fhir::auth::keys::load_or_create(data_dir).unwrap_or_else(|err| panic!("signing key: {err:#}"));
+    let request = pivot_fhir::auth::token::TokenRequest {
+        client_id: "test-client".into(),
+        scope: scope.into(),
+        patient: patient.map(str::to_string),
+        fhir_user: fhir_user.map(str::to_string),
+        lifetime_seconds: 600,
+    };
+    pivot_fhir::auth::token::issue(&key, "pivot-fhir", "pivot-fhir", &request).unwrap_or_else(|err| panic!("token: {err:#}"))
 }
 
 /// The PostgreSQL server for tests, from `DATABASE_URL` (only a `postgres://` URL counts).

@@ -114,9 +114,13 @@ async fn oversized_bodies_get_413() {
 #[test]
 fn non_loopback_addresses_and_unknown_schemes_are_refused() {
     let settings = pivot_fhir::Settings::new("0.0.0.0:8080", "sqlite://x.db");
-    let error = settings.loopback_bind_address().err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(error.contains("refusing to listen on 0.0.0.0:8080"), "{error}");
-    assert!(pivot_fhir::Settings::new("[::1]:0", "sqlite://x.db").loopback_bind_address().is_ok());
+    assert!(settings.bind_address().is_ok(), "with authorization any address is allowed");
+    let mut open = pivot_fhir::Settings::new("0.0.0.0:8080", "sqlite://x.db");
+    open.auth = pivot_fhir::auth::AuthMode::None;
+    let error = open.bind_address().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("refusing to listen on 0.0.0.0:8080 with --auth none"), "{error}");
+    open.bind = "[::1]:0".into();
+    assert!(open.bind_address().is_ok());
     let error = pivot_fhir::store::Store::open("mysql://localhost/db", 1).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("unsupported scheme \"mysql\""), "{error}");
 }

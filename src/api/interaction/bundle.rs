@@ -6,12 +6,13 @@ use serde_json::Value;
 
 use crate::api::headers::{Return, negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, response};
+use crate::auth::Access;
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service::bundle::{self, Representation};
 
-pub async fn batch_or_transaction(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn batch_or_transaction(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
     require_json_body(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
@@ -32,14 +33,17 @@ pub async fn batch_or_transaction(req: HttpRequest, payload: web::Payload, state
     let count = entries.len();
     let text = if kind == "transaction" {
         let transaction_base = base.clone();
-        let responses = state.store.write(move |conn| bundle::transaction(conn, &registry, &transaction_base, entries, representation)).await?;
+        let responses = state.store.write(move |conn| bundle::transaction(conn, &registry, &transaction_base, entries, representation, &access)).await?;
         tracing::info!(interaction = "transaction", entries = count, "transaction committed");
         bundle::response_bundle("transaction-response", &base, &responses)
     } else {
         let mut responses = Vec::with_capacity(count);
         for entry in entries {
-            let (registry, entry_base) = (registry.clone(), base.clone());
-            let result = state.store.write(move |conn| bundle::batch_entry(conn, &registry, &entry_base, &entry, representation).map_err(|e| bundle::at_entry(e, entry.index))).await;
+            let (registry, entry_base, entry_access) = (registry.clone(), base.clone(), access.clone());
+            let result = state
+                .store
+                .write(move |conn| bundle::batch_entry(conn, &registry, &entry_base, &entry, representation, &entry_access).map_err(|e| bundle::at_entry(e, entry.index)))
+                .await;
             responses.push(result.unwrap_or_else(|err| bundle::failed_entry(&err)));
         }
         tracing::info!(interaction = "batch", entries = count, "batch processed");

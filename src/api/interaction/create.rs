@@ -6,7 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api::headers::{negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, known_type, response};
+use crate::auth::Access;
+use crate::auth::scopes::Permission;
 use crate::error::FhirError;
+use crate::service::access::visible;
 use crate::fhir::parse::parse_resource;
 use crate::service::conditional::{self, Created};
 
@@ -15,15 +18,30 @@ pub async fn create(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
+    let grant = access.require(&resource_type, Permission::Create)?;
     let format = negotiate(&req)?;
     require_json_body(&req)?;
     let if_none_exist = req.headers().get("if-none-exist").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
-    let created = state.store.write(move |conn| conditional::create(conn, &registry, resource, if_none_exist.as_deref())).await?;
+    let created = state
+        .store
+        .write(move |conn| {
+            let created = conditional::create(conn, &registry, resource, if_none_exist.as_deref())?;
+            let (ty, id) = match &created {
+                Created::New(w) => (w.resource_type.clone(), w.id.clone()),
+                Created::Existing(f) => (f.resource_type.clone(), f.id.clone()),
+            };
+            if !visible(conn, &registry, &ty, &id, &grant)? {
+                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+            }
+            Ok(created)
+        })
+        .await?;
     let base = state.fhir_base(&req);
     match created {
         Created::New(written) => {

@@ -6,15 +6,20 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api::headers::{Return, if_match, negotiate, prefer_return};
 use crate::api::{AppState, known_type, response, valid_id};
+use crate::auth::Access;
+use crate::auth::scopes::Permission;
 use crate::error::FhirError;
+use crate::service::access::visible;
 
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
     known_type(&resource_type)?;
+    let grant = access.require(&resource_type, Permission::Delete)?;
     valid_id(&id)?;
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
@@ -22,7 +27,12 @@ pub async fn delete(
     let registry = state.registry.current();
     let deleted = state
         .store
-        .write(move |conn| crate::service::resources::delete(conn, &registry, &ty, &target, expected_version))
+        .write(move |conn| {
+            if !visible(conn, &registry, &ty, &target, &grant)? {
+                return Ok(None); // outside the token's reach: as if it did not exist
+            }
+            crate::service::resources::delete(conn, &registry, &ty, &target, expected_version)
+        })
         .await?;
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
@@ -45,14 +55,21 @@ pub async fn delete(
 }
 
 /// Conditional delete: `DELETE [base]/[type]?criteria` (http.html#cdelete); one match at most.
-pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
+    let grant = access.require(&resource_type, Permission::Delete)?;
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
     let criteria = req.query_string().to_string();
     let registry = state.registry.current();
     let ty = resource_type.clone();
-    let deleted = state.store.write(move |conn| crate::service::conditional::delete(conn, &registry, &ty, &criteria, expected_version)).await?;
+    let deleted = state
+        .store
+        .write(move |conn| {
+            let limits = crate::service::access::grant_conditions(&registry, &ty, &grant)?;
+            crate::service::conditional::delete(conn, &registry, &ty, &criteria, expected_version, &limits)
+        })
+        .await?;
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
         _ => Return::OperationOutcome,

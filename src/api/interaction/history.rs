@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use crate::api::headers::{negotiate, query_pairs};
 use crate::api::{AppState, known_type, response, valid_id};
+use crate::auth::Access;
+use crate::auth::scopes::{Context, Permission};
 use crate::error::FhirError;
 use crate::fhir::etag;
 use crate::fhir::instant::{format_instant, now_micros, parse_fhir_range};
@@ -17,12 +19,18 @@ use crate::store::resources::{self as rows, HistoryCursor, HistoryQuery, Version
 pub const DEFAULT_COUNT: i64 = 50;
 pub const MAX_COUNT: i64 = 1000;
 
-pub async fn system_history(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn system_history(req: HttpRequest, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+    if !access.unrestricted && !access.scopes.iter().any(|s| s.resource_type.is_none() && s.context != Context::Patient && s.grants(Permission::Read)) {
+        return Err(FhirError::Forbidden("System history needs a user/*.read or system/*.read scope".into()));
+    }
     history(req, state, None, None).await
 }
 
-pub async fn type_history(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn type_history(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
+    if !access.require(&resource_type, Permission::Read)?.is_unlimited() {
+        return Err(FhirError::Forbidden(format!("The token's scopes limit {resource_type}; read the history of single resources instead")));
+    }
     history(req, state, Some(resource_type), None).await
 }
 
@@ -30,10 +38,19 @@ pub async fn instance_history(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
     known_type(&resource_type)?;
     valid_id(&id)?;
+    let grant = access.require(&resource_type, Permission::Read)?;
+    if !grant.is_unlimited() {
+        let (registry, ty, target) = (state.registry.current(), resource_type.clone(), id.clone());
+        let visible = state.store.read(move |conn| crate::service::access::visible(conn, &registry, &ty, &target, &grant)).await?;
+        if !visible {
+            return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
+        }
+    }
     history(req, state, Some(resource_type), Some(id)).await
 }
 

@@ -8,4 +8,5 @@ pub mod health;
 pub mod history;
 pub mod read;
 pub mod search;
+pub mod smart;
 pub mod update;

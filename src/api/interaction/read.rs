@@ -7,17 +7,31 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api::headers::{Format, if_none_match, negotiate};
 use crate::api::{AppState, known_type, response, valid_id};
+use crate::auth::Access;
+use crate::auth::scopes::Permission;
 use crate::error::FhirError;
+use crate::service::access::visible;
 use crate::fhir::instant::{Micros, parse_http_date};
 use crate::store::resources as rows;
 
-pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
     known_type(&resource_type)?;
     valid_id(&id)?;
+    let grant = access.require(&resource_type, Permission::Read)?;
     let format = negotiate(&req)?;
     let (ty, target) = (resource_type.clone(), id.clone());
-    let current = state.store.read_point(move |conn| rows::current(conn, &ty, &target)).await?;
+    let registry = state.registry.current();
+    let current = state
+        .store
+        .read_point(move |conn| {
+            // Outside the token's reach reads exactly like a resource that does not exist.
+            if !grant.is_unlimited() && !visible(conn, &registry, &ty, &target, &grant)? {
+                return Ok(None);
+            }
+            Ok::<_, FhirError>(rows::current(conn, &ty, &target)?)
+        })
+        .await?;
     let Some(current) = current else {
         return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
     };
@@ -31,16 +45,27 @@ pub async fn vread(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let (resource_type, id, version) = path.into_inner();
     known_type(&resource_type)?;
     valid_id(&id)?;
+    let grant = access.require(&resource_type, Permission::Read)?;
     let format = negotiate(&req)?;
     let Ok(version_id) = version.parse::<i64>() else {
         return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version '{version}'")));
     };
     let (ty, target) = (resource_type.clone(), id.clone());
-    let row = state.store.read_point(move |conn| rows::version(conn, &ty, &target, version_id)).await?;
+    let registry = state.registry.current();
+    let row = state
+        .store
+        .read_point(move |conn| {
+            if !grant.is_unlimited() && !visible(conn, &registry, &ty, &target, &grant)? {
+                return Ok(None);
+            }
+            Ok::<_, FhirError>(rows::version(conn, &ty, &target, version_id)?)
+        })
+        .await?;
     let Some(row) = row else {
         return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version {version_id}")));
     };

@@ -7,13 +7,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use crate::api::headers::{negotiate, query_pairs, read_body};
 use crate::api::{AppState, known_type, valid_id};
+use crate::auth::Access;
 use crate::error::FhirError;
 use crate::service::search::{SearchInput, execute};
 
-pub async fn search_type(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn search_type(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
     let params = query_pairs(&req)?;
-    run(req, state, Some(resource_type), params, None).await
+    run(req, state, access, Some(resource_type), params, None).await
 }
 
 /// `POST [type]/_search`: parameters in a form-encoded body and/or the query string.
@@ -22,6 +23,7 @@ pub async fn search_type_post(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -36,15 +38,15 @@ pub async fn search_type_post(
     };
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|_| FhirError::bad_request("The body is not form-urlencoded"))?;
     params.extend(form);
-    run(req, state, Some(resource_type), params, None).await
+    run(req, state, access, Some(resource_type), params, None).await
 }
 
-pub async fn search_system(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn search_system(req: HttpRequest, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let params = query_pairs(&req)?;
-    run(req, state, None, params, None).await
+    run(req, state, access, None, params, None).await
 }
 
-pub async fn search_compartment(req: HttpRequest, path: web::Path<(String, String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn search_compartment(req: HttpRequest, path: web::Path<(String, String, String)>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
     let (compartment, id, resource_type) = path.into_inner();
     if compartment != "Patient" {
         return Err(FhirError::NotFound(format!("Compartment search is supported for Patient, not {compartment}")));
@@ -52,7 +54,7 @@ pub async fn search_compartment(req: HttpRequest, path: web::Path<(String, Strin
     valid_id(&id)?;
     known_type(&resource_type)?;
     let params = query_pairs(&req)?;
-    run(req, state, Some(resource_type), params, Some(id)).await
+    run(req, state, access, Some(resource_type), params, Some(id)).await
 }
 
 fn strict_handling(req: &HttpRequest) -> bool {
@@ -62,6 +64,7 @@ fn strict_handling(req: &HttpRequest) -> bool {
 async fn run(
     req: HttpRequest,
     state: web::Data<AppState>,
+    access: Access,
     resource_type: Option<String>,
     params: Vec<(String, String)>,
     compartment_patient: Option<String>,
@@ -69,7 +72,7 @@ async fn run(
     let format = negotiate(&req)?;
     let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
     let path = path.strip_suffix("/_search").unwrap_or(path).to_string();
-    let input = SearchInput { resource_type, params, compartment_patient, strict: strict_handling(&req), base: state.fhir_base(&req), path };
+    let input = SearchInput { resource_type, params, compartment_patient, strict: strict_handling(&req), base: state.fhir_base(&req), path, access };
     let registry = state.registry.current();
     let bundle = state.store.read(move |conn| execute(conn, &registry, &input)).await?;
     Ok(HttpResponse::build(StatusCode::OK).content_type(format.content_type).body(crate::api::response::body_text(format, &bundle)))

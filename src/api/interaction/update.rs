@@ -7,7 +7,11 @@ use serde_json::Value;
 
 use crate::api::headers::{if_match, negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, known_type, response, valid_id};
+use crate::auth::Access;
+use crate::auth::scopes::Permission;
 use crate::error::FhirError;
+use crate::service::access::visible;
+use crate::store::resources as rows;
 use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service;
@@ -17,9 +21,11 @@ pub async fn update(
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
     known_type(&resource_type)?;
+    let grant = access.require(&resource_type, Permission::Update)?;
     valid_id(&id)?;
     let format = negotiate(&req)?;
     require_json_body(&req)?;
@@ -40,9 +46,20 @@ pub async fn update(
         }
     }
     let registry = state.registry.current();
+    let ty = resource_type.clone();
     let written = state
         .store
-        .write(move |conn| service::resources::update(conn, &registry, &id, resource, expected_version, "PUT"))
+        .write(move |conn| {
+            // Neither the version replaced nor the new one may be outside the token's reach.
+            if rows::current(conn, &ty, &id)?.is_some_and(|c| c.deleted == 0) && !visible(conn, &registry, &ty, &id, &grant)? {
+                return Err(FhirError::NotFound(format!("{ty}/{id} is not known")));
+            }
+            let written = service::resources::update(conn, &registry, &id, resource, expected_version, "PUT")?;
+            if !visible(conn, &registry, &ty, &id, &grant)? {
+                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+            }
+            Ok(written)
+        })
         .await?;
     tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -61,8 +78,10 @@ pub async fn conditional_update(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    access: Access,
 ) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
+    let grant = access.require(&resource_type, Permission::Update)?;
     let format = negotiate(&req)?;
     require_json_body(&req)?;
     let expected_version = if_match(req.headers())?;
@@ -70,7 +89,19 @@ pub async fn conditional_update(
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
-    let written = state.store.write(move |conn| crate::service::conditional::update(conn, &registry, &criteria, resource, expected_version)).await?;
+    let resource_type_in = resource_type.clone();
+    let written = state
+        .store
+        .write(move |conn| {
+            let resource_type = resource_type_in;
+            let limits = crate::service::access::grant_conditions(&registry, &resource_type, &grant)?;
+            let written = crate::service::conditional::update(conn, &registry, &criteria, resource, expected_version, &limits)?;
+            if !visible(conn, &registry, &written.resource_type, &written.id, &grant)? {
+                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+            }
+            Ok(written)
+        })
+        .await?;
     tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut builder = response::versioned(status, written.version_id, written.last_updated);

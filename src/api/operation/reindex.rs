@@ -9,16 +9,19 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::api::headers::negotiate;
 use crate::api::{AppState, known_type, response};
+use crate::auth::Access;
 use crate::error::FhirError;
 use crate::fhir::outcome::{Issue, Severity, operation_outcome};
 use crate::service::search_parameters::start_reindex;
 use crate::store::jobs;
 
-pub async fn reindex_all(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn reindex_all(req: HttpRequest, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+    access.require_admin()?;
     start(req, state, Vec::new()).await
 }
 
-pub async fn reindex_type(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn reindex_type(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+    access.require_admin()?;
     let resource_type = known_type(&path)?.to_string();
     start(req, state, vec![resource_type]).await
 }
@@ -35,7 +38,8 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, types: Vec<String>)
     Ok(answer)
 }
 
-pub async fn status(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn status(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+    access.require_admin()?;
     let format = negotiate(&req)?;
     let id = path.into_inner();
     let lookup = id.clone();
@@ -61,7 +65,8 @@ pub async fn status(req: HttpRequest, path: web::Path<String>, state: web::Data<
     })
 }
 
-pub async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn cancel(path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+    access.require_admin()?;
     let id = path.into_inner();
     let lookup = id.clone();
     let found = state
