@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod auth;
 mod bundles;
 mod concurrency;
 mod conditional;
