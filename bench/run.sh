@@ -28,7 +28,7 @@ case "$backend" in
   *) echo "usage: $0 sqlite|postgres" >&2; exit 2 ;;
 esac
 
-RUST_LOG=warn target/release/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" &
+RUST_LOG=warn target/release/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
@@ -38,6 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -sf "$root/health/ready" >/dev/null && break; sleep 0.1; done
+PIVOT_TOKEN=$(target/release/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
+export PIVOT_TOKEN
 
 load() { target/release/loadgen --root "$root" --seconds "$seconds" "$@"; }
 

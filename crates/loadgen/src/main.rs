@@ -37,6 +37,9 @@ struct Args {
     /// Version every preloaded patient has when `update` starts.
     #[arg(long, default_value_t = 1)]
     initial_version: u64,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "PIVOT_TOKEN")]
+    token: Option<String>,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -123,8 +126,13 @@ async fn main() {
     }
 }
 
-fn client() -> reqwest::Client {
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .http1_only()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -133,7 +141,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn run_connection(args: &Args, connection: usize, deadline: Instant, errors: &AtomicU64) -> Vec<u32> {
-    let client = client();
+    let client = client(args.token.as_deref());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (connection as u64 + 1) * 0x1000_0001);
     let mut latencies = Vec::with_capacity(100_000);
     // `update`: this connection's ids and the version each is at.
@@ -249,9 +257,10 @@ async fn preload(args: &Args) {
     for _ in 0..args.connections {
         let next = next.clone();
         let root = args.root.clone();
+        let token = args.token.clone();
         let program = args.scenario == "seed-program";
         tasks.push(tokio::spawn(async move {
-            let client = client();
+            let client = client(token.as_deref());
             let mut failures = 0u64;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
