@@ -48,6 +48,30 @@ struct TokenArgs {
     token_audience: String,
 }
 
+/// On a developer's machine (local auth, loopback address) prints where the server is and a
+/// short-lived token to try it with; printed to the terminal, never to the log.
+fn print_welcome(settings: &Settings, port: u16) {
+    let loopback = settings.bind_address().is_ok_and(|a| a.ip().is_loopback());
+    if settings.auth != pivot_fhir::auth::AuthMode::Local || !loopback {
+        return;
+    }
+    let request = pivot_fhir::auth::token::TokenRequest {
+        client_id: "local-admin".into(),
+        scope: "system/*.cruds".into(),
+        patient: None,
+        fhir_user: None,
+        lifetime_seconds: 3600,
+    };
+    let token = pivot_fhir::auth::keys::load_or_create(&settings.data_dir())
+        .and_then(|key| pivot_fhir::auth::token::issue(&key, &settings.token_issuer, &settings.token_audience, &request));
+    if let Ok(token) = token {
+        println!("pivot-fhir: FHIR base http://127.0.0.1:{port}/fhir");
+        println!("pivot-fhir: a token to try it (system/*.cruds, valid 1 hour):\n\n  export TOKEN={token}\n");
+        println!("pivot-fhir: then: curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/fhir/Patient");
+        println!("pivot-fhir: more tokens: pivot-fhir token --client-id NAME --scope \"SCOPES\" [--patient ID]");
+    }
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,7 +102,10 @@ async fn main() -> ExitCode {
         Command::Serve(settings) => {
             telemetry::init(&settings.log_format);
             let result = match Application::build(&settings) {
-                Ok(app) => app.run_until_stopped().await.map_err(anyhow::Error::from),
+                Ok(app) => {
+                    print_welcome(&settings, app.port());
+                    app.run_until_stopped().await.map_err(anyhow::Error::from)
+                }
                 Err(err) => Err(err),
             };
             match result {
