@@ -17,6 +17,29 @@ enum Command {
     Serve(Settings),
     /// Print an access token signed with the server's key (mode `local`).
     Token(TokenArgs),
+    /// Manage backend-service clients (SMART Backend Services).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register (or replace) a client: its public keys and the scopes it may ask for.
+    Add {
+        #[arg(long)]
+        client_id: String,
+        /// A JWKS file with the client's public key(s).
+        #[arg(long)]
+        jwks: std::path::PathBuf,
+        /// The most the client may get, space-separated, e.g. "system/*.rs".
+        #[arg(long)]
+        scope: String,
+        /// The client as a FHIR resource (e.g. a CBO: Organization/food-bank).
+        #[arg(long)]
+        fhir_user: Option<String>,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
+        database_url: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -48,6 +71,23 @@ struct TokenArgs {
     token_audience: String,
 }
 
+fn register_client(client_id: &str, jwks: &std::path::Path, scope: &str, fhir_user: Option<String>, database_url: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(jwks).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", jwks.display()))?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("{} is not a JWKS: {err}", jwks.display()))?;
+    if set.keys.iter().any(|k| matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_))) {
+        anyhow::bail!("a client JWKS holds public keys only (EC or RSA), not shared secrets");
+    }
+    let store = pivot_fhir::store::Store::open(database_url, 1)?;
+    let client = pivot_fhir::store::clients::Client {
+        client_id: client_id.to_string(),
+        jwks: text,
+        scope: scope.to_string(),
+        fhir_user,
+        created_at: chrono::Utc::now().timestamp_micros(),
+    };
+    store.blocking(|conn| pivot_fhir::store::clients::save(conn, &client)).map_err(|err| anyhow::anyhow!("cannot save the client: {err}"))
+}
+
 /// On a developer's machine (local auth, loopback address) prints where the server is and a
 /// short-lived token to try it with; printed to the terminal, never to the log.
 fn print_welcome(settings: &Settings, port: u16) {
@@ -76,6 +116,19 @@ fn print_welcome(settings: &Settings, port: u16) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(ClientCommand::Add { client_id, jwks, scope, fhir_user, database_url }) => {
+            let result = register_client(&client_id, &jwks, &scope, fhir_user, &database_url);
+            match result {
+                Ok(()) => {
+                    println!("registered client {client_id}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("pivot-fhir: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Token(args) => {
             let data_dir = args.data_dir.clone().unwrap_or_else(|| pivot_fhir::auth::default_data_dir(&args.database_url));
             let issued = pivot_fhir::auth::keys::load_or_create(&data_dir).and_then(|key| {

@@ -43,7 +43,7 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{bundle, capabilities, create, delete, health, history, read, search, smart, update};
+    use interaction::{bundle, capabilities, create, delete, health, history, read, search, smart, token, update};
     cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
         .service(
@@ -52,6 +52,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(web::resource("/auth/jwks").route(web::get().to(smart::jwks)).default_service(web::to(method_not_allowed)))
+        .service(
+            web::resource("/auth/token")
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .route(web::post().to(token::token))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::scope("/fhir")
                 .service(

@@ -3,6 +3,7 @@
 //! which types it may use, and a `patient/` scope confines it to that patient's compartment,
 //! applied inside the database queries.
 
+pub mod backend_services;
 pub mod keys;
 pub mod scopes;
 pub mod token;

@@ -45,3 +45,21 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    clients (client_id) {
+        client_id -> Text,
+        jwks -> Text,
+        scope -> Text,
+        fhir_user -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    used_assertions (client_id, jti) {
+        client_id -> Text,
+        jti -> Text,
+        expires_at -> BigInt,
+    }
+}

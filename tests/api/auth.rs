@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::helpers::{TestApp, body, expect_outcome, header, send, token_for};
 
-backend_tests!(scope_matrix, patient_scopes_confine_to_the_compartment, query_constrained_scopes, hostile_tokens_are_refused, bundles_and_operations_respect_scopes);
+backend_tests!(backend_services_token_flow, scope_matrix, patient_scopes_confine_to_the_compartment, query_constrained_scopes, hostile_tokens_are_refused, bundles_and_operations_respect_scopes);
 
 async fn as_token(app: &TestApp, token: &str, method: Method, path: &str, body: Option<serde_json::Value>) -> reqwest::Response {
     let url = format!("{}/{}", app.base, path.trim_start_matches('/'));
@@ -106,6 +106,50 @@ async fn query_constrained_scopes(app: TestApp) {
     let found = body(as_token(&app, &token, Method::GET, "Observation", None).await).await;
     let ids: Vec<&str> = found["entry"].as_array().map(|e| e.iter().filter_map(|x| x["resource"]["id"].as_str()).collect()).unwrap_or_default();
     assert_eq!(ids, vec!["sdoh"]);
+}
+
+async fn backend_services_token_flow(app: TestApp) {
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new()).unwrap_or_else(|_| panic!("key"));
+    let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES384).unwrap_or_else(|err| panic!("{err}"));
+    jwk.common.key_id = Some("ehr-key-1".into());
+    let jwks = json!({"keys": [jwk]}).to_string();
+    let store = pivot_fhir::store::Store::open(&app.database_url, 1).unwrap_or_else(|err| panic!("{err}"));
+    let client = pivot_fhir::store::clients::Client { client_id: "ehr-vendor".into(), jwks, scope: "system/Patient.rs system/Observation.cruds".into(), fhir_user: None, created_at: 0 };
+    store.blocking(|conn| pivot_fhir::store::clients::save(conn, &client)).unwrap_or_else(|err| panic!("{err}"));
+    let token_url = format!("{}/auth/token", app.root);
+    let assertion = |aud: &str, jti: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+        header.kid = Some("ehr-key-1".into());
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss":"ehr-vendor","sub":"ehr-vendor","aud":aud,"exp":now + 240,"jti":jti});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap_or_default()
+    };
+    let request = |assertion: String, scope: &str| {
+        let form = [
+            ("grant_type", "client_credentials".to_string()),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string()),
+            ("client_assertion", assertion),
+            ("scope", scope.to_string()),
+        ];
+        send(reqwest::Client::new().post(&token_url).form(&form))
+    };
+    let granted = request(assertion(&token_url, "a-1"), "system/Patient.rs system/Organization.rs").await;
+    assert_eq!(granted.status().as_u16(), 200);
+    let granted = body(granted).await;
+    assert_eq!(granted["scope"], "system/Patient.rs", "only registered scopes are granted");
+    assert_eq!(granted["token_type"], "bearer");
+    let token = granted["access_token"].as_str().unwrap_or_default().to_string();
+    assert_eq!(as_token(&app, &token, Method::GET, "Patient", None).await.status().as_u16(), 200);
+    expect_outcome(as_token(&app, &token, Method::GET, "Organization", None).await, 403, "forbidden").await;
+    // replayed, wrong audience, unregistered scope, unknown client
+    assert_eq!(request(assertion(&token_url, "a-1"), "system/Patient.rs").await.status().as_u16(), 401, "replay");
+    assert_eq!(request(assertion("https://elsewhere/token", "a-2"), "system/Patient.rs").await.status().as_u16(), 401);
+    let refused = request(assertion(&token_url, "a-3"), "system/Organization.rs").await;
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(body(refused).await["error"], "invalid_scope");
+    assert_eq!(request("not.a.jwt".into(), "system/Patient.rs").await.status().as_u16(), 401);
 }
 
 fn sign_hs256(secret: &[u8], header: &serde_json::Value, claims: &serde_json::Value) -> String {

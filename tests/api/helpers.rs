@@ -29,6 +29,7 @@ pub struct TestApp {
     pub client: Client,
     handle: actix_web::dev::ServerHandle,
     pub data_dir: std::path::PathBuf,
+    pub database_url: String,
     _dir: tempfile::TempDir,
     schema: Option<(String, String)>,
 }
@@ -77,6 +78,7 @@ impl TestApp {
             root,
             client: Client::builder().default_headers(headers).build().unwrap_or_default(),
             data_dir: dir.path().to_path_buf(),
+            database_url: settings.database_url.clone(),
             handle,
             _dir: dir,
             schema,

@@ -9,4 +9,5 @@ pub mod history;
 pub mod read;
 pub mod search;
 pub mod smart;
+pub mod token;
 pub mod update;

@@ -18,6 +18,7 @@ pub async fn configuration(req: HttpRequest, state: web::Data<AppState>) -> Http
     HttpResponse::Ok().content_type("application/json").json(json!({
         "issuer": state.auth.issuer,
         "jwks_uri": format!("{root}/auth/jwks"),
+        "token_endpoint": format!("{root}/auth/token"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "RS384"],

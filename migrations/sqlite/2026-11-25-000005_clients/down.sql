@@ -1,0 +1,2 @@
+DROP TABLE used_assertions;
+DROP TABLE clients;
