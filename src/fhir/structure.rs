@@ -121,6 +121,20 @@ pub fn element_keys(type_name: &str, name: &str) -> Vec<(String, String)> {
     def.choices.get(name).cloned().unwrap_or_default()
 }
 
+/// Whether the element `name` of `type_name` repeats (cardinality `*`); for a choice element
+/// (`value`), whether its variants do. False when the type has no such element.
+pub fn is_repeating(type_name: &str, name: &str) -> bool {
+    let Some(def) = MODEL.types.get(type_name) else { return false };
+    if let Some(element) = def.elements.get(name) {
+        return element.many;
+    }
+    def.choices
+        .get(name)
+        .and_then(|variants| variants.first())
+        .and_then(|(key, _)| def.elements.get(key))
+        .is_some_and(|e| e.many)
+}
+
 /// Whether the top-level member `key` of a `type_name` resource is in its summary
 /// (`_summary=true`); `_key` primitive extensions follow their element.
 pub fn is_summary_member(type_name: &str, key: &str) -> bool {
