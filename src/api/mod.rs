@@ -43,7 +43,7 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{bundle, capabilities, create, delete, health, history, read, search, smart, token, update};
+    use interaction::{bundle, capabilities, create, delete, health, history, patch, read, search, smart, token, update};
     cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
         .service(
@@ -88,6 +88,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(search::search_type))
                         .route(web::post().to(create::create))
                         .route(web::put().to(update::conditional_update))
+                        .route(web::patch().to(patch::patch_conditional))
                         .route(web::delete().to(delete::conditional_delete))
                         .default_service(web::to(method_not_allowed)),
                 )
@@ -108,6 +109,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(read::read))
                         .route(web::head().to(read::read))
                         .route(web::put().to(update::update))
+                        .route(web::patch().to(patch::patch_instance))
                         .route(web::delete().to(delete::delete))
                         .default_service(web::to(method_not_allowed)),
                 )

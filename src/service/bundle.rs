@@ -416,7 +416,14 @@ fn execute_allowed(
             let written = resources::update(conn, registry, &id, resource, entry.if_match, "PUT")?;
             Ok(written_response(base, &written, representation))
         }
-        Method::Patch => Err(FhirError::MethodNotAllowed("PATCH entries are not supported yet".into())),
+        Method::Patch => {
+            let Some(id) = &target.id else {
+                return Err(FhirError::NotFound(format!("No {resource_type} matches the criteria")));
+            };
+            let document = patch_document(entry)?;
+            let written = resources::patch(conn, registry, resource_type, id, &document, entry.if_match)?;
+            Ok(written_response(base, &written, representation))
+        }
         Method::Delete => {
             let nothing = EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None };
             let Some(id) = &target.id else { return Ok(nothing) };
@@ -436,6 +443,27 @@ fn execute_allowed(
             })
         }
         Method::Get | Method::Head => read_entry(conn, registry, base, entry, target, access),
+    }
+}
+
+/// A PATCH entry's document: a Parameters resource (FHIRPath Patch) or a Binary holding a JSON
+/// Patch (http.html#patch, "PATCH in Bundles").
+fn patch_document(entry: &Entry) -> Result<resources::PatchDocument, FhirError> {
+    use base64::Engine;
+    let resource = entry.resource.clone().unwrap_or_default();
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Parameters") => Ok(resources::PatchDocument::FhirPath(Value::Object(resource))),
+        Some("Binary") => {
+            let content_type = resource.get("contentType").and_then(Value::as_str).unwrap_or_default();
+            if !content_type.starts_with("application/json-patch+json") {
+                return Err(entry_error(entry.index, "a Binary PATCH entry must have contentType application/json-patch+json"));
+            }
+            let data = resource.get("data").and_then(Value::as_str).unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|_| entry_error(entry.index, "Binary.data is not base64"))?;
+            let operations = serde_json::from_slice(&bytes).map_err(|_| entry_error(entry.index, "Binary.data is not a JSON Patch"))?;
+            Ok(resources::PatchDocument::Json(operations))
+        }
+        _ => Err(entry_error(entry.index, "a PATCH entry's resource must be a Parameters (FHIRPath Patch) or a Binary (JSON Patch)")),
     }
 }
 

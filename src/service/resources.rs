@@ -206,3 +206,74 @@ mod tests {
         );
     }
 }
+
+/// A patch document, by format.
+#[derive(Debug, Clone)]
+pub enum PatchDocument {
+    /// RFC 6902 JSON Patch (an array of operations).
+    Json(Value),
+    /// FHIRPath Patch (a Parameters resource).
+    FhirPath(Value),
+}
+
+/// patch: applies `document` to the current version of `resource_type/id` and stores the result
+/// as a new version, provided it is still a valid resource of the same type and id (else 422).
+pub fn patch(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    resource_type: &str,
+    id: &str,
+    document: &PatchDocument,
+    if_match: Option<i64>,
+) -> Result<Written, FhirError> {
+    // Without If-Match, a concurrent change is not the client's problem: patch the newer version.
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        match patch_once(conn, registry, resource_type, id, document, if_match) {
+            Err(FhirError::PreconditionFailed(_)) if if_match.is_none() => continue,
+            result => return result,
+        }
+    }
+    Err(FhirError::Conflict(format!("{resource_type}/{id} is being changed by many requests at once; try again")))
+}
+
+fn patch_once(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    resource_type: &str,
+    id: &str,
+    document: &PatchDocument,
+    if_match: Option<i64>,
+) -> Result<Written, FhirError> {
+    use super::patch::{PatchErrorKind, apply_fhirpath_patch, apply_json_patch};
+    let current = rows::current(conn, resource_type, id)?.ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} is not known")))?;
+    let Some(content) = current.content else {
+        return Err(FhirError::Gone(format!("{resource_type}/{id} was deleted"), Some(current.version_id)));
+    };
+    if let Some(expected) = if_match
+        && expected != current.version_id
+    {
+        return Err(FhirError::PreconditionFailed(format!(
+            "If-Match names version {expected}, but the current version of {resource_type}/{id} is {}",
+            current.version_id
+        )));
+    }
+    let resource: Value = serde_json::from_str(&content).map_err(|err| FhirError::Internal(err.into()))?;
+    let patched = match document {
+        PatchDocument::Json(operations) => apply_json_patch(&resource, operations),
+        PatchDocument::FhirPath(parameters) => apply_fhirpath_patch(&resource, parameters),
+    }
+    .map_err(|err| match err.kind {
+        PatchErrorKind::Invalid => FhirError::invalid(err.issue()),
+        PatchErrorKind::Unprocessable => FhirError::Unprocessable(vec![err.issue()]),
+    })?;
+    if patched.get("resourceType") != resource.get("resourceType") || patched.get("id") != resource.get("id") {
+        return Err(FhirError::Unprocessable(vec![crate::fhir::outcome::Issue::error("business-rule", "A patch may not change the resource type or id")]));
+    }
+    // The result must be a resource the server would accept as it stands.
+    let text = patched.to_string();
+    let checked = crate::fhir::parse::parse_resource(text.as_bytes(), Some(resource_type)).map_err(|err| match err {
+        FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
+        other => other,
+    })?;
+    write_version(conn, registry, resource_type, id, Some(checked), Some(if_match.unwrap_or(current.version_id)), "PATCH")
+}

@@ -11,6 +11,7 @@ mod durability;
 mod examples;
 mod history;
 mod migrations;
+mod patch;
 mod protocol;
 mod reindex;
 mod search;

@@ -12,7 +12,7 @@ use crate::fhir::RESOURCE_TYPES;
 use crate::search::registry::{ParamType, Registry};
 
 /// The interactions every resource type supports.
-pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
+pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
 /// The interactions of the whole system.
 pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system", "search-system"];
 
