@@ -16,6 +16,7 @@ port=${PORT:-18080}
 root="http://127.0.0.1:$port"
 
 cargo build --release -q -p pivot-fhir -p loadgen
+bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 case "$backend" in
   sqlite) url="sqlite://$work/bench.db" ;;
@@ -28,7 +29,7 @@ case "$backend" in
   *) echo "usage: $0 sqlite|postgres" >&2; exit 2 ;;
 esac
 
-RUST_LOG=warn target/release/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
+RUST_LOG=warn "$bin"/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
@@ -38,10 +39,10 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -sf "$root/health/ready" >/dev/null && break; sleep 0.1; done
-PIVOT_TOKEN=$(target/release/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
+PIVOT_TOKEN=$("$bin"/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
 export PIVOT_TOKEN
 
-load() { target/release/loadgen --root "$root" --seconds "$seconds" "$@"; }
+load() { "$bin"/loadgen --root "$root" --seconds "$seconds" "$@"; }
 
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); backend: $backend; disk: $(df -h "$work" | awk 'NR==2 {print $1}')"
 load --scenario preload --connections 32 --count "$count"

@@ -16,6 +16,7 @@ port=${PORT:-18081}
 root="http://127.0.0.1:$port"
 
 cargo build --release -q -p pivot-fhir -p loadgen
+bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 case "$backend" in
   sqlite) url="sqlite://$work/bench.db" ;;
@@ -27,7 +28,7 @@ case "$backend" in
     ;;
   *) echo "usage: $0 sqlite|postgres" >&2; exit 2 ;;
 esac
-RUST_LOG=warn target/release/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
+RUST_LOG=warn "$bin"/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
@@ -37,15 +38,15 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -sf "$root/health/ready" >/dev/null && break; sleep 0.1; done
-PIVOT_TOKEN=$(target/release/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
+PIVOT_TOKEN=$("$bin"/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
 export PIVOT_TOKEN
 
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); backend: $backend"
-target/release/loadgen --root "$root" --scenario seed-program --connections 16 --count "$count"
+"$bin"/loadgen --root "$root" --scenario seed-program --connections 16 --count "$count"
 if [ "$backend" = sqlite ]; then echo "database size: $(du -sh "$work" | cut -f1)"; fi
 for scenario in search-identifier search-name search-subject-code search-patient-date search-include; do
   for connections in 8 32; do
-    target/release/loadgen --root "$root" --scenario "$scenario" --connections "$connections" --seconds "$seconds" --count "$count"
+    "$bin"/loadgen --root "$root" --scenario "$scenario" --connections "$connections" --seconds "$seconds" --count "$count"
   done
 done
 echo "peak server memory (VmHWM): $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$server/status)"

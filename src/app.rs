@@ -25,7 +25,8 @@ impl Application {
     /// Opens the database and binds the listener; the server runs once awaited.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
         let address = settings.bind_address()?;
-        let auth = Arc::new(Authenticator::new(settings.auth, &settings.data_dir(), settings.token_issuer.clone(), settings.token_audience.clone())?);
+        let policy = crate::auth::policy::Policy::load(settings.access_policy.as_deref())?;
+        let auth = Arc::new(Authenticator::new(settings.auth, &settings.data_dir(), settings.token_issuer.clone(), settings.token_audience.clone(), policy)?);
         if settings.auth == AuthMode::None {
             tracing::warn!("authorization is off (--auth none): every request may do anything; loopback only");
         }

@@ -56,6 +56,10 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_TOKEN_AUDIENCE", default_value = "pivot-fhir")]
     pub token_audience: String,
 
+    /// The program roles (JSON, see `policy/access-policy.json`, the default).
+    #[arg(long, env = "PIVOT_ACCESS_POLICY")]
+    pub access_policy: Option<std::path::PathBuf>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "PIVOT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -77,6 +81,7 @@ impl Settings {
             data_dir: None,
             token_issuer: "pivot-fhir".into(),
             token_audience: "pivot-fhir".into(),
+            access_policy: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod backend_services;
 pub mod keys;
+pub mod policy;
 pub mod scopes;
 pub mod token;
 
@@ -31,19 +32,20 @@ pub enum AuthMode {
 /// Checks tokens for the configured mode.
 pub struct Authenticator {
     pub mode: AuthMode,
+    pub policy: std::sync::Arc<policy::Policy>,
     pub key: Option<SigningKey>,
     pub issuer: String,
     pub audience: String,
 }
 
 impl Authenticator {
-    pub fn new(mode: AuthMode, data_dir: &std::path::Path, issuer: String, audience: String) -> anyhow::Result<Self> {
+    pub fn new(mode: AuthMode, data_dir: &std::path::Path, issuer: String, audience: String, policy: policy::Policy) -> anyhow::Result<Self> {
         let key = match mode {
             AuthMode::Local => Some(keys::load_or_create(data_dir)?),
             AuthMode::Jwks => anyhow::bail!("--auth jwks is not available in this version; use local (the default) or none"),
             AuthMode::None => None,
         };
-        Ok(Authenticator { mode, key, issuer, audience })
+        Ok(Authenticator { mode, key, issuer, audience, policy: std::sync::Arc::new(policy) })
     }
 
     /// The access a request's `Authorization` header grants.
@@ -64,6 +66,7 @@ impl Authenticator {
             patient: claims.patient,
             fhir_user: claims.fhir_user,
             client_id: claims.client_id,
+            policy: Some(self.policy.clone()),
         })
     }
 }
@@ -86,27 +89,31 @@ pub struct Access {
     pub patient: Option<String>,
     pub fhir_user: Option<String>,
     pub client_id: String,
+    /// The program roles that may further limit a token with a `fhirUser`.
+    pub policy: Option<std::sync::Arc<policy::Policy>>,
 }
 
 /// What a permission on a type comes with: limits every query must add.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Grant {
     /// Confine to this patient's compartment (every granting scope is a `patient/` scope).
     pub patient: Option<String>,
     /// Confine to resources matching one of these queries (v2 query-constrained scopes); empty
     /// when some granting scope has no constraint.
     pub queries: Vec<Vec<(String, String)>>,
+    /// The token's user, whose program role (if any) limits it further.
+    pub fhir_user: Option<(String, std::sync::Arc<policy::Policy>)>,
 }
 
 impl Grant {
     pub fn is_unlimited(&self) -> bool {
-        self.patient.is_none() && self.queries.is_empty()
+        self.patient.is_none() && self.queries.is_empty() && self.fhir_user.is_none()
     }
 }
 
 impl Access {
     pub fn unrestricted() -> Self {
-        Access { unrestricted: true, scopes: Vec::new(), patient: None, fhir_user: None, client_id: "anonymous".into() }
+        Access { unrestricted: true, scopes: Vec::new(), patient: None, fhir_user: None, client_id: "anonymous".into(), policy: None }
     }
 
     /// The grant for `permission` on `resource_type`, or 403.
@@ -126,7 +133,11 @@ impl Access {
         };
         let relevant: Vec<&&Scope> = granting.iter().filter(|s| !all_patient || s.context == Context::Patient).collect();
         let queries = if relevant.iter().all(|s| !s.query.is_empty()) { relevant.iter().map(|s| s.query.clone()).collect() } else { Vec::new() };
-        Ok(Grant { patient, queries })
+        let fhir_user = match (&self.fhir_user, &self.policy) {
+            (Some(user), Some(policy)) if !policy.roles.is_empty() => Some((user.clone(), policy.clone())),
+            _ => None,
+        };
+        Ok(Grant { patient, queries, fhir_user })
     }
 
     /// Administrative operations (`$reindex`, jobs): a `system/*` or `user/*` scope with

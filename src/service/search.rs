@@ -62,7 +62,7 @@ pub fn execute(conn: &mut AnyConnection, registry: &Registry, input: &SearchInpu
             return Err(FhirError::Forbidden("The token's scopes limit these types differently; search them one at a time".into()));
         }
         if let Some(grant) = grants.first() {
-            request.conditions.extend(grant_conditions(registry, &types[0], grant)?);
+            request.conditions.extend(grant_conditions(conn, registry, &types[0], grant)?);
         }
     }
     if let Some(patient) = &input.compartment_patient {

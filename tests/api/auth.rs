@@ -218,3 +218,66 @@ async fn bundles_and_operations_respect_scopes(app: TestApp) {
     assert_eq!(total, Some(0), "the transaction kept nothing");
     expect_outcome(as_token(&app, &token, Method::POST, "$reindex", None).await, 403, "forbidden").await;
 }
+
+mod roles {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use super::as_token;
+    use crate::backend_tests;
+    use crate::helpers::{TestApp, body, expect_outcome, token_for};
+
+    backend_tests!(a_cbo_reaches_its_referrals_only, a_pivot_entity_reaches_its_attributed_patients);
+
+    const ORG_TYPE: &str = "http://example.org/fhir/pivot/CodeSystem/pivot-organization-type";
+    const ATTRIBUTED: &str = "http://example.org/fhir/pivot/StructureDefinition/pivot-attributed-entity";
+
+    fn organization(id: &str, kind: &str) -> serde_json::Value {
+        json!({"resourceType":"Organization","id":id,"name":id,"type":[{"coding":[{"system":ORG_TYPE,"code":kind}]}]})
+    }
+
+    async fn a_cbo_reaches_its_referrals_only(app: TestApp) {
+        app.put("Organization/bank", &organization("bank", "cbo")).await;
+        app.put("Organization/housing", &organization("housing", "cbo")).await;
+        for (task, patient, owner) in [("t-bank", "p-1", "bank"), ("t-housing", "p-2", "housing")] {
+            app.put(&format!("Patient/{patient}"), &json!({"resourceType":"Patient","id":patient})).await;
+            app.put(&format!("ServiceRequest/sr-{task}"), &json!({"resourceType":"ServiceRequest","id":format!("sr-{task}"),"status":"active","intent":"order","subject":{"reference":format!("Patient/{patient}")}})).await;
+            app.put(&format!("Task/{task}"), &json!({"resourceType":"Task","id":task,"status":"requested","intent":"order","priority":"routine",
+                "focus":{"reference":format!("ServiceRequest/sr-{task}")},"for":{"reference":format!("Patient/{patient}")},"owner":{"reference":format!("Organization/{owner}")}})).await;
+        }
+        let cbo = token_for(&app.data_dir, "user/*.cruds", None, Some("Organization/bank"));
+        let tasks = body(as_token(&app, &cbo, Method::GET, "Task", None).await).await;
+        let ids: Vec<&str> = tasks["entry"].as_array().map(|e| e.iter().filter_map(|x| x["resource"]["id"].as_str()).collect()).unwrap_or_default();
+        assert_eq!(ids, vec!["t-bank"], "its inbox");
+        expect_outcome(as_token(&app, &cbo, Method::GET, "Task/t-housing", None).await, 404, "not-found").await;
+        assert_eq!(as_token(&app, &cbo, Method::GET, "Patient/p-1", None).await.status().as_u16(), 200);
+        expect_outcome(as_token(&app, &cbo, Method::GET, "Patient/p-2", None).await, 404, "not-found").await;
+        assert_eq!(as_token(&app, &cbo, Method::GET, "ServiceRequest/sr-t-bank", None).await.status().as_u16(), 200);
+        expect_outcome(as_token(&app, &cbo, Method::GET, "ServiceRequest/sr-t-housing", None).await, 404, "not-found").await;
+        let observations = body(as_token(&app, &cbo, Method::GET, "Observation", None).await).await;
+        assert!(observations.get("entry").is_none(), "types the role does not list are out of reach");
+        // the performer may move its Task along, but not change what it was asked to do
+        let accepted = json!([{"op":"replace","path":"/status","value":"accepted"},{"op":"add","path":"/businessStatus","value":{"text":"received"}}]);
+        let response = crate::helpers::send(reqwest::Client::new().patch(format!("{}/Task/t-bank", app.base)).header("Authorization", format!("Bearer {cbo}")).header("Content-Type", "application/json-patch+json").body(accepted.to_string())).await;
+        assert_eq!(response.status().as_u16(), 200);
+        let escalate = json!([{"op":"replace","path":"/priority","value":"stat"}]);
+        let response = crate::helpers::send(reqwest::Client::new().patch(format!("{}/Task/t-bank", app.base)).header("Authorization", format!("Bearer {cbo}")).header("Content-Type", "application/json-patch+json").body(escalate.to_string())).await;
+        expect_outcome(response, 403, "forbidden").await;
+        assert_eq!(body(app.get("Task/t-bank").await).await["priority"], "routine");
+    }
+
+    async fn a_pivot_entity_reaches_its_attributed_patients(app: TestApp) {
+        app.put("Organization/pe-3", &organization("pe-3", "pivot-entity")).await;
+        for (patient, entity) in [("in-region", "Organization/pe-3"), ("elsewhere", "Organization/pe-5")] {
+            app.put(&format!("Patient/{patient}"), &json!({"resourceType":"Patient","id":patient,"extension":[{"url":ATTRIBUTED,"valueReference":{"reference":entity}}]})).await;
+            app.put(&format!("Observation/o-{patient}"), &json!({"resourceType":"Observation","id":format!("o-{patient}"),"status":"final","code":{"text":"x"},"subject":{"reference":format!("Patient/{patient}")}})).await;
+        }
+        let entity = token_for(&app.data_dir, "system/*.rs", None, Some("Organization/pe-3"));
+        let patients = body(as_token(&app, &entity, Method::GET, "Patient", None).await).await;
+        let ids: Vec<&str> = patients["entry"].as_array().map(|e| e.iter().filter_map(|x| x["resource"]["id"].as_str()).collect()).unwrap_or_default();
+        assert_eq!(ids, vec!["in-region"]);
+        assert_eq!(as_token(&app, &entity, Method::GET, "Observation/o-in-region", None).await.status().as_u16(), 200);
+        expect_outcome(as_token(&app, &entity, Method::GET, "Observation/o-elsewhere", None).await, 404, "not-found").await;
+        assert_eq!(as_token(&app, &entity, Method::GET, "Organization/pe-3", None).await.status().as_u16(), 200, "reference data stays readable");
+    }
+}

@@ -37,6 +37,13 @@ struct Args {
     /// Version every preloaded patient has when `update` starts.
     #[arg(long, default_value_t = 1)]
     initial_version: u64,
+    /// `ingest`: a folder of transaction Bundles (JSON) to post.
+    #[arg(long)]
+    bundle_dir: Option<std::path::PathBuf>,
+    /// `ingest`: merge all the Bundles of the folder into one transaction, this many copies over
+    /// (each copy with its own urn:uuid identities); 0 posts the files one by one.
+    #[arg(long, default_value_t = 0)]
+    merge: usize,
     /// Bearer token sent with every request.
     #[arg(long, env = "PIVOT_TOKEN")]
     token: Option<String>,
@@ -76,6 +83,10 @@ async fn main() {
     let args = Args::parse();
     if args.scenario == "preload" || args.scenario == "seed-program" {
         preload(&args).await;
+        return;
+    }
+    if args.scenario == "ingest" {
+        ingest(&args).await;
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -211,6 +222,96 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
         }
     }
     latencies
+}
+
+/// The Bundles to post for `ingest`: (JSON text, entries).
+fn ingest_bundles(args: &Args) -> Vec<(String, u64)> {
+    let Some(dir) = &args.bundle_dir else { return Vec::new() };
+    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    let texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+    let count = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok().and_then(|b| b["entry"].as_array().map(|e| e.len() as u64)).unwrap_or(0);
+    if args.merge == 0 {
+        return texts.into_iter().map(|t| {
+            let n = count(&t);
+            (t, n)
+        }).collect();
+    }
+    let mut entries = Vec::new();
+    for copy in 0..args.merge {
+        for text in &texts {
+            // a copy's identities differ in their first hex digits, so the copies do not collide
+            let renamed = text.replace("urn:uuid:", &format!("urn:uuid:{copy:02x}"));
+            if let Ok(bundle) = serde_json::from_str::<serde_json::Value>(&renamed) {
+                entries.extend(bundle["entry"].as_array().cloned().unwrap_or_default());
+            }
+        }
+    }
+    let n = entries.len() as u64;
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    vec![(bundle.to_string(), n)]
+}
+
+/// Posts transaction Bundles for `seconds` on `connections` connections and reports resources/s.
+async fn ingest(args: &Args) {
+    let bundles = Arc::new(ingest_bundles(args));
+    if bundles.is_empty() {
+        eprintln!("ingest needs --bundle-dir with transaction Bundles");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..args.connections {
+        let (bundles, root, token) = (bundles.clone(), args.root.clone(), args.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = client(token.as_deref());
+            let (mut resources, mut failures, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut next = connection;
+            while Instant::now() < deadline {
+                let (text, entries) = &bundles[next % bundles.len()];
+                next += 1;
+                let start = Instant::now();
+                let response = client
+                    .post(format!("{root}/fhir"))
+                    .header("Content-Type", "application/fhir+json")
+                    .header("Prefer", "return=minimal")
+                    .body(text.clone())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        resources += entries;
+                        latencies.push(start.elapsed().as_millis() as u64);
+                    }
+                    _ => failures += 1,
+                }
+            }
+            (resources, failures, latencies)
+        }));
+    }
+    let (mut resources, mut failures, mut latencies) = (0u64, 0u64, Vec::new());
+    for task in tasks {
+        if let Ok((r, f, mut l)) = task.await {
+            resources += r;
+            failures += f;
+            latencies.append(&mut l);
+        }
+    }
+    latencies.sort_unstable();
+    let seconds = started.elapsed().as_secs_f64();
+    let at = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    println!(
+        "ingest   conns={:<3} bundles={:<6} failures={failures:<4} {:>8.0} resources/s  bundle p50={}ms p99={}ms max={}ms (entries per bundle: {})",
+        args.connections,
+        latencies.len(),
+        resources as f64 / seconds,
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        bundles.iter().map(|b| b.1.to_string()).collect::<Vec<_>>().join("/")
+    );
 }
 
 const LOINC: [&str; 5] = ["88122-7", "88123-5", "39156-5", "8480-6", "71802-3"];

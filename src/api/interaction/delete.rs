@@ -66,7 +66,7 @@ pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state
     let deleted = state
         .store
         .write(move |conn| {
-            let limits = crate::service::access::grant_conditions(&registry, &ty, &grant)?;
+            let limits = crate::service::access::grant_conditions(conn, &registry, &ty, &grant)?;
             crate::service::conditional::delete(conn, &registry, &ty, &criteria, expected_version, &limits)
         })
         .await?;

@@ -70,7 +70,7 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             let id = match target {
                 Target::Id(id) => id,
                 Target::Criteria(criteria) => {
-                    let limits = grant_conditions(&registry, &ty, &grant)?;
+                    let limits = grant_conditions(conn, &registry, &ty, &grant)?;
                     let found = crate::service::conditional::matches_within(conn, &registry, &ty, &criteria, &limits)?;
                     match found.as_slice() {
                         [one] => one.id.clone(),
@@ -82,7 +82,10 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             if !visible(conn, &registry, &ty, &id, &grant)? {
                 return Err(FhirError::NotFound(format!("{ty}/{id} is not known")));
             }
+            let before = crate::store::resources::current(conn, &ty, &id)?.and_then(|c| c.content);
             let written = patch(conn, &registry, &ty, &id, &document, expected_version)?;
+            let after: serde_json::Map<String, Value> = written.content.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+            crate::service::access::check_writable(conn, &registry, &ty, &grant, before.as_deref(), &after)?;
             if !visible(conn, &registry, &ty, &id, &grant)? {
                 return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
             }

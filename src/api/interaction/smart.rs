@@ -22,10 +22,8 @@ pub async fn configuration(req: HttpRequest, state: web::Data<AppState>) -> Http
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "RS384"],
-        "scopes_supported": ["system/*.cruds", "user/*.cruds", "patient/*.rs", "launch/patient", "fhirUser"],
-        "response_types_supported": ["token"],
-        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2", "context-standalone-patient"],
-        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["system/*.rs", "system/*.cruds", "user/*.cruds", "patient/*.rs"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2", "permission-patient", "permission-user"],
         "pivot_auth_mode": mode,
     }))
 }

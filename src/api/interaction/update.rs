@@ -51,9 +51,11 @@ pub async fn update(
         .store
         .write(move |conn| {
             // Neither the version replaced nor the new one may be outside the token's reach.
-            if rows::current(conn, &ty, &id)?.is_some_and(|c| c.deleted == 0) && !visible(conn, &registry, &ty, &id, &grant)? {
+            let before = rows::current(conn, &ty, &id)?.filter(|c| c.deleted == 0);
+            if before.is_some() && !visible(conn, &registry, &ty, &id, &grant)? {
                 return Err(FhirError::NotFound(format!("{ty}/{id} is not known")));
             }
+            crate::service::access::check_writable(conn, &registry, &ty, &grant, before.and_then(|c| c.content).as_deref(), &resource)?;
             let written = service::resources::update(conn, &registry, &id, resource, expected_version, "PUT")?;
             if !visible(conn, &registry, &ty, &id, &grant)? {
                 return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
@@ -94,7 +96,7 @@ pub async fn conditional_update(
         .store
         .write(move |conn| {
             let resource_type = resource_type_in;
-            let limits = crate::service::access::grant_conditions(&registry, &resource_type, &grant)?;
+            let limits = crate::service::access::grant_conditions(conn, &registry, &resource_type, &grant)?;
             let written = crate::service::conditional::update(conn, &registry, &criteria, resource, expected_version, &limits)?;
             if !visible(conn, &registry, &written.resource_type, &written.id, &grant)? {
                 return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
