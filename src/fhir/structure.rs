@@ -121,11 +121,31 @@ pub fn element_keys(type_name: &str, name: &str) -> Vec<(String, String)> {
     def.choices.get(name).cloned().unwrap_or_default()
 }
 
+/// Whether the element `name` of `type_name` repeats (cardinality `*`); for a choice element
+/// (`value`), whether its variants do. False when the type has no such element.
+pub fn is_repeating(type_name: &str, name: &str) -> bool {
+    let Some(def) = MODEL.types.get(type_name) else { return false };
+    if let Some(element) = def.elements.get(name) {
+        return element.many;
+    }
+    def.choices
+        .get(name)
+        .and_then(|variants| variants.first())
+        .and_then(|(key, _)| def.elements.get(key))
+        .is_some_and(|e| e.many)
+}
+
 /// Whether the top-level member `key` of a `type_name` resource is in its summary
 /// (`_summary=true`); `_key` primitive extensions follow their element.
 pub fn is_summary_member(type_name: &str, key: &str) -> bool {
     let name = key.strip_prefix('_').unwrap_or(key);
     MODEL.types.get(type_name).and_then(|def| def.elements.get(name)).is_some_and(|e| e.summary)
+}
+
+/// The type of the element stored under the JSON member `key` of a `type_name` (a choice
+/// variant such as `valueQuantity` gives its own type); `None` for unknown members.
+pub fn member_type(type_name: &str, key: &str) -> Option<String> {
+    MODEL.types.get(type_name)?.elements.get(key).map(|element| element.type_code.clone())
 }
 
 /// Whether `type_code` is a FHIR primitive type.

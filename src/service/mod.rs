@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod clock;
 pub mod conditional;
+pub mod patch;
 pub mod resources;
 pub mod search;
 pub mod search_parameters;
