@@ -142,6 +142,12 @@ pub fn is_summary_member(type_name: &str, key: &str) -> bool {
     MODEL.types.get(type_name).and_then(|def| def.elements.get(name)).is_some_and(|e| e.summary)
 }
 
+/// The type of the element stored under the JSON member `key` of a `type_name` (a choice
+/// variant such as `valueQuantity` gives its own type); `None` for unknown members.
+pub fn member_type(type_name: &str, key: &str) -> Option<String> {
+    MODEL.types.get(type_name)?.elements.get(key).map(|element| element.type_code.clone())
+}
+
 /// Whether `type_code` is a FHIR primitive type.
 pub fn is_primitive(type_code: &str) -> bool {
     MODEL.primitives.contains(type_code)

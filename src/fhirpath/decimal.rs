@@ -22,15 +22,24 @@ fn pow10(exponent: u32) -> Option<i128> {
 }
 
 impl Decimal {
-    pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
-    pub const ONE: Decimal = Decimal { mantissa: 1, scale: 0 };
+    pub const ZERO: Decimal = Decimal {
+        mantissa: 0,
+        scale: 0,
+    };
+    pub const ONE: Decimal = Decimal {
+        mantissa: 1,
+        scale: 0,
+    };
 
     pub fn new(mantissa: i128, scale: u32) -> Decimal {
         Decimal { mantissa, scale }
     }
 
     pub fn from_i64(value: i64) -> Decimal {
-        Decimal { mantissa: i128::from(value), scale: 0 }
+        Decimal {
+            mantissa: i128::from(value),
+            scale: 0,
+        }
     }
 
     /// Parses JSON or FHIRPath number text (`-1.50`, `2e3`); `None` if it is not a number or
@@ -50,7 +59,10 @@ impl Decimal {
             Some((whole, fraction)) => (whole, fraction),
             None => (digits, ""),
         };
-        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        if whole.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         if digits.contains('.') && fraction.is_empty() {
@@ -58,14 +70,19 @@ impl Decimal {
         }
         let mut mantissa: i128 = 0;
         for byte in whole.bytes().chain(fraction.bytes()) {
-            mantissa = mantissa.checked_mul(10)?.checked_add(i128::from(byte - b'0'))?;
+            mantissa = mantissa
+                .checked_mul(10)?
+                .checked_add(i128::from(byte - b'0'))?;
         }
         let mut scale = i64::try_from(fraction.len()).ok()? - i64::from(exponent);
         while scale < 0 {
             mantissa = mantissa.checked_mul(10)?;
             scale += 1;
         }
-        let mut value = Decimal { mantissa: if negative { -mantissa } else { mantissa }, scale: u32::try_from(scale).ok()? };
+        let mut value = Decimal {
+            mantissa: if negative { -mantissa } else { mantissa },
+            scale: u32::try_from(scale).ok()?,
+        };
         if value.scale > MAX_SCALE {
             value = value.round(MAX_SCALE)?;
         }
@@ -122,13 +139,23 @@ impl Decimal {
     pub fn round(self, scale: u32) -> Option<Decimal> {
         match scale.cmp(&self.scale) {
             Ordering::Equal => Some(self),
-            Ordering::Greater => Some(Decimal { mantissa: self.mantissa.checked_mul(pow10(scale - self.scale)?)?, scale }),
+            Ordering::Greater => Some(Decimal {
+                mantissa: self.mantissa.checked_mul(pow10(scale - self.scale)?)?,
+                scale,
+            }),
             Ordering::Less => {
                 let divisor = pow10(self.scale - scale)?;
                 let quotient = self.mantissa / divisor;
                 let remainder = (self.mantissa % divisor).abs();
-                let rounded = if remainder * 2 >= divisor { quotient + self.mantissa.signum() } else { quotient };
-                Some(Decimal { mantissa: rounded, scale })
+                let rounded = if remainder * 2 >= divisor {
+                    quotient + self.mantissa.signum()
+                } else {
+                    quotient
+                };
+                Some(Decimal {
+                    mantissa: rounded,
+                    scale,
+                })
             }
         }
     }
@@ -139,7 +166,10 @@ impl Decimal {
             return self.round(scale);
         }
         let divisor = pow10(self.scale - scale)?;
-        Some(Decimal { mantissa: self.mantissa / divisor, scale })
+        Some(Decimal {
+            mantissa: self.mantissa / divisor,
+            scale,
+        })
     }
 
     /// The integer part, towards zero.
@@ -155,16 +185,24 @@ impl Decimal {
 
     pub fn ceiling(self) -> Option<i64> {
         let divisor = pow10(self.scale)?;
-        let quotient = -((-self.mantissa).div_euclid(divisor));
+        let quotient =
+            self.mantissa.div_euclid(divisor) + i128::from(self.mantissa.rem_euclid(divisor) != 0);
         i64::try_from(quotient).ok()
     }
 
+    // Saturating: i128::MIN is the one mantissa without a negation.
     pub fn abs(self) -> Decimal {
-        Decimal { mantissa: self.mantissa.abs(), scale: self.scale }
+        Decimal {
+            mantissa: self.mantissa.saturating_abs(),
+            scale: self.scale,
+        }
     }
 
     pub fn negate(self) -> Decimal {
-        Decimal { mantissa: -self.mantissa, scale: self.scale }
+        Decimal {
+            mantissa: self.mantissa.saturating_neg(),
+            scale: self.scale,
+        }
     }
 
     /// Both values at the larger of their scales.
@@ -177,7 +215,10 @@ impl Decimal {
 
     pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
         let (left, right, scale) = self.aligned(other)?;
-        Some(Decimal { mantissa: left.checked_add(right)?, scale })
+        Some(Decimal {
+            mantissa: left.checked_add(right)?,
+            scale,
+        })
     }
 
     pub fn checked_sub(self, other: Decimal) -> Option<Decimal> {
@@ -186,8 +227,15 @@ impl Decimal {
 
     pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
         let (a, b) = (self.normalized(), other.normalized());
-        let product = Decimal { mantissa: a.mantissa.checked_mul(b.mantissa)?, scale: a.scale + b.scale };
-        let product = if product.scale > MAX_SCALE { product.round(MAX_SCALE)? } else { product };
+        let product = Decimal {
+            mantissa: a.mantissa.checked_mul(b.mantissa)?,
+            scale: a.scale + b.scale,
+        };
+        let product = if product.scale > MAX_SCALE {
+            product.round(MAX_SCALE)?
+        } else {
+            product
+        };
         // Keep the written precision of the operands where the product allows it.
         let wanted = (self.scale + other.scale).min(MAX_SCALE);
         Some(product.round(wanted).unwrap_or(product))
@@ -204,16 +252,34 @@ impl Decimal {
             // a / b at `scale` digits = a.m * 10^(b.s + scale - a.s) / b.m
             let shift = i64::from(b.scale) + i64::from(scale) - i64::from(a.scale);
             let (numerator, denominator) = if shift >= 0 {
-                let Some(numerator) = pow10(u32::try_from(shift).ok()?).and_then(|p| a.mantissa.checked_mul(p)) else { continue };
+                let Some(numerator) =
+                    pow10(u32::try_from(shift).ok()?).and_then(|p| a.mantissa.checked_mul(p))
+                else {
+                    continue;
+                };
                 (numerator, b.mantissa)
             } else {
-                let Some(denominator) = pow10(u32::try_from(-shift).ok()?).and_then(|p| b.mantissa.checked_mul(p)) else { continue };
+                let Some(denominator) =
+                    pow10(u32::try_from(-shift).ok()?).and_then(|p| b.mantissa.checked_mul(p))
+                else {
+                    continue;
+                };
                 (a.mantissa, denominator)
             };
-            let quotient = numerator / denominator;
-            let remainder = (numerator % denominator).abs();
-            let rounded = if remainder.checked_mul(2)? >= denominator.abs() { quotient + (numerator.signum() * denominator.signum()) } else { quotient };
-            return Some(Decimal { mantissa: rounded, scale }.normalized());
+            let quotient = numerator.checked_div(denominator)?;
+            let remainder = numerator.checked_rem(denominator)?.unsigned_abs();
+            let rounded = if remainder.checked_mul(2)? >= denominator.unsigned_abs() {
+                quotient + (numerator.signum() * denominator.signum())
+            } else {
+                quotient
+            };
+            return Some(
+                Decimal {
+                    mantissa: rounded,
+                    scale,
+                }
+                .normalized(),
+            );
         }
         None
     }
@@ -224,7 +290,10 @@ impl Decimal {
         if right == 0 {
             return None;
         }
-        Some(Decimal { mantissa: left / right, scale: 0 })
+        Some(Decimal {
+            mantissa: left.checked_div(right)?,
+            scale: 0,
+        })
     }
 
     /// The remainder of truncated division (`mod`); `None` when dividing by zero.
@@ -233,7 +302,10 @@ impl Decimal {
         if right == 0 {
             return None;
         }
-        Some(Decimal { mantissa: left % right, scale })
+        Some(Decimal {
+            mantissa: left.checked_rem(right)?,
+            scale,
+        })
     }
 
     /// Numeric order, independent of the written scales.
@@ -249,7 +321,14 @@ impl Decimal {
         if whole != Ordering::Equal {
             return whole;
         }
-        let fractions = Decimal { mantissa: self.mantissa % a_unit, scale: self.scale }.aligned(Decimal { mantissa: other.mantissa % b_unit, scale: other.scale });
+        let fractions = Decimal {
+            mantissa: self.mantissa % a_unit,
+            scale: self.scale,
+        }
+        .aligned(Decimal {
+            mantissa: other.mantissa % b_unit,
+            scale: other.scale,
+        });
         fractions.map_or(Ordering::Equal, |(left, right, _)| left.cmp(&right))
     }
 
@@ -277,7 +356,11 @@ impl fmt::Display for Decimal {
         if scale == 0 {
             return write!(f, "{sign}{digits}");
         }
-        let padded = if digits.len() <= scale { format!("{}{digits}", "0".repeat(scale + 1 - digits.len())) } else { digits };
+        let padded = if digits.len() <= scale {
+            format!("{}{digits}", "0".repeat(scale + 1 - digits.len()))
+        } else {
+            digits
+        };
         let (whole, fraction) = padded.split_at(padded.len() - scale);
         write!(f, "{sign}{whole}.{fraction}")
     }
@@ -305,13 +388,35 @@ mod tests {
 
     #[test]
     fn arithmetic_is_exact() {
-        assert_eq!(d("1.8").checked_sub(d("1.2")).map(|v| v.to_string()), Some("0.6".into()));
-        assert_eq!(d("2.2").checked_rem(d("1.8")).map(|v| v.to_string()), Some("0.4".into()));
-        assert_eq!(d("1.2").checked_mul(d("1.8")).map(|v| v.to_string()), Some("2.16".into()));
-        assert_eq!(d("1").checked_div(d("2")).map(|v| v.to_string()), Some("0.5".into()));
-        assert_eq!(d("1.2").checked_div(d("1.8")).and_then(|v| v.round(2)).map(|v| v.to_string()), Some("0.67".into()));
+        assert_eq!(
+            d("1.8").checked_sub(d("1.2")).map(|v| v.to_string()),
+            Some("0.6".into())
+        );
+        assert_eq!(
+            d("2.2").checked_rem(d("1.8")).map(|v| v.to_string()),
+            Some("0.4".into())
+        );
+        assert_eq!(
+            d("1.2").checked_mul(d("1.8")).map(|v| v.to_string()),
+            Some("2.16".into())
+        );
+        assert_eq!(
+            d("1").checked_div(d("2")).map(|v| v.to_string()),
+            Some("0.5".into())
+        );
+        assert_eq!(
+            d("1.2")
+                .checked_div(d("1.8"))
+                .and_then(|v| v.round(2))
+                .map(|v| v.to_string()),
+            Some("0.67".into())
+        );
         assert!(d("1").checked_div(d("0")).is_none());
-        assert!(d("1.2").checked_div(d("1.8")).is_some_and(|v| v.equivalent(d("0.67"))));
+        assert!(
+            d("1.2")
+                .checked_div(d("1.8"))
+                .is_some_and(|v| v.equivalent(d("0.67")))
+        );
         assert_eq!(d("-2.1").floor(), Some(-3));
         assert_eq!(d("-1.1").ceiling(), Some(-1));
         assert_eq!(d("-1.56").trunc(), Some(-1));

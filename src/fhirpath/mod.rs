@@ -1,49 +1,92 @@
-//! A FHIRPath evaluator over JSON resources, typed by the R4 element model. It covers the part
-//! of FHIRPath that the R4 search parameter expressions and the program's profiles use: paths,
-//! choice elements, `|`, `where`, `resolve() is T`, `as`/`ofType`/`is`, `exists`, `first`,
-//! `empty`, `not`, indexers, `=`/`!=`, `and`/`or`, literals and `%resource`.
+//! A FHIRPath evaluator (FHIRPath N1 with the FHIR R4 additions) over JSON resources, typed by
+//! the R4 element model.
+//!
+//! Elements stay references into the resource ([`Item::Node`], typed by their FHIR type);
+//! literals and computed values are System values (Boolean, String, Integer, Decimal, Date,
+//! DateTime, Time, Quantity). FHIR primitives convert to System values where an operator or
+//! function needs one, so `Patient.birthDate < today()` works while `Patient.active.is(Boolean)`
+//! stays false, as the specification requires.
+//!
+//! [`evaluate`] and [`evaluate_on`] read expressions the way R4 search parameter definitions
+//! need (see [`Options::search_compatible`]); [`evaluate_with`] follows the specification and
+//! can check expressions against the model first.
 
+mod check;
+mod decimal;
+mod eval;
+mod functions;
+mod ops;
 mod parse;
+mod quantity;
+mod temporal;
+mod text;
+mod types;
 
 use serde_json::Value;
 
-pub use parse::{Expr, parse};
-
-use crate::fhir::structure::element_keys;
+pub use decimal::Decimal;
+pub use parse::{BinaryOp, Expr, parse};
+pub use quantity::Quantity;
+pub use temporal::{DateTimeValue, TimeValue};
 
 /// One item of a FHIRPath collection.
 #[derive(Debug, Clone)]
 pub enum Item<'a> {
     /// An element of the resource, with its FHIR type (a type code, or a backbone path such as
     /// `Patient.contact`).
-    Node { value: &'a Value, type_code: String },
+    Node {
+        value: &'a Value,
+        type_code: String,
+    },
     Bool(bool),
     String(String),
-    /// What `resolve()` knows of a reference without a database: the type it points to.
+    /// What `resolve()` knows of a reference it cannot find in the resource: the type it
+    /// points to.
     Resolved(String),
+    Integer(i64),
+    Decimal(Decimal),
+    Date(DateTimeValue),
+    DateTime(DateTimeValue),
+    Time(TimeValue),
+    Quantity(Quantity),
+    /// A primitive element that has extensions but no value: `extension` is its `_name` JSON
+    /// part.
+    Valueless {
+        extension: &'a Value,
+        type_code: String,
+    },
+    /// The result of `type()`.
+    TypeInfo {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Item<'_> {
-    fn as_text(&self) -> Option<String> {
+    /// The namespace (`System` or `FHIR`) and name of the item's type.
+    pub fn type_info(&self) -> (&'static str, String) {
         match self {
-            Item::Node { value: Value::String(s), .. } => Some(s.clone()),
-            Item::Node { value: Value::Bool(b), .. } | Item::Bool(b) => Some(b.to_string()),
-            Item::Node { value: Value::Number(n), .. } => Some(n.to_string()),
-            Item::String(s) => Some(s.clone()),
-            _ => None,
+            Item::Node { value, type_code } => (
+                "FHIR",
+                types::reported_name(eval::node_type(value, type_code)).to_string(),
+            ),
+            Item::Valueless { type_code, .. } => ("FHIR", type_code.clone()),
+            Item::Resolved(type_name) => ("FHIR", type_name.clone()),
+            Item::Bool(_) => ("System", "Boolean".into()),
+            Item::String(_) => ("System", "String".into()),
+            Item::Integer(_) => ("System", "Integer".into()),
+            Item::Decimal(_) => ("System", "Decimal".into()),
+            Item::Date(_) => ("System", "Date".into()),
+            Item::DateTime(_) => ("System", "DateTime".into()),
+            Item::Time(_) => ("System", "Time".into()),
+            Item::Quantity(_) => ("System", "Quantity".into()),
+            Item::TypeInfo { .. } => ("System", "Any".into()),
         }
     }
 
-    fn is_type(&self, name: &str) -> bool {
-        match self {
-            Item::Node { type_code, value } => {
-                type_code.eq_ignore_ascii_case(name)
-                    || ((type_code == "Resource" || type_code == "DomainResource") && value.get("resourceType").and_then(Value::as_str) == Some(name))
-            }
-            Item::Resolved(type_name) => type_name == name,
-            Item::Bool(_) => name.eq_ignore_ascii_case("boolean"),
-            Item::String(_) => name.eq_ignore_ascii_case("string"),
-        }
+    /// The item as `toString()` gives it; `None` for elements that are not primitives.
+    pub fn to_text(&self) -> Option<String> {
+        ops::to_text(self)
     }
 }
 
@@ -52,215 +95,87 @@ impl Item<'_> {
 #[error("FHIRPath: {0}")]
 pub struct FhirPathError(pub String);
 
+/// How an expression is evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The readings R4 search parameter definitions rely on: `as` on a collection of several
+    /// items filters it like `ofType()` (`Observation.component.value as Quantity`), type names
+    /// ignore case (`as(DateTime)` selects `dateTime` elements), a criterion that gives several
+    /// items counts as true, `resolve()` only names the target type of a reference, and the
+    /// result leaves out primitive elements that have no value (only extensions).
+    pub search_compatible: bool,
+    /// Checks the expression against the R4 model before evaluating it (what FHIRPath engines
+    /// call strict or compile-time checking): a path that no element can have
+    /// (`Patient.nmae`, `Observation.valueQuantity`) is an error instead of empty.
+    pub semantic_checks: bool,
+    /// With `semantic_checks`, also rejects order-dependent functions (`first()`, `skip()`,
+    /// indexers, ...) on collections whose order is not defined (`children()`,
+    /// `descendants()`).
+    pub check_ordered_functions: bool,
+}
+
+impl Options {
+    const SEARCH: Options = Options {
+        search_compatible: true,
+        semantic_checks: false,
+        check_ordered_functions: false,
+    };
+}
+
 /// Evaluates `expr` on `resource` (a JSON resource), returning the resulting collection.
+/// Search parameter readings apply ([`Options::search_compatible`]).
 pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Vec<Item<'a>>, FhirPathError> {
-    let root = Item::Node { value: resource, type_code: resource_type(resource) };
-    let context = Context { resource: root.clone() };
-    eval(expr, &[root], &context)
+    evaluate_with(expr, Some(resource), &Options::SEARCH)
 }
 
 /// Evaluates `expr` with `focus` as the input collection (for relative expressions such as the
-/// components of a composite search parameter).
-pub fn evaluate_on<'a>(expr: &Expr, focus: &[Item<'a>], resource: &'a Value) -> Result<Vec<Item<'a>>, FhirPathError> {
-    let context = Context { resource: Item::Node { value: resource, type_code: resource_type(resource) } };
-    eval(expr, focus, &context)
+/// components of a composite search parameter). Search parameter readings apply.
+pub fn evaluate_on<'a>(
+    expr: &Expr,
+    focus: &[Item<'a>],
+    resource: &'a Value,
+) -> Result<Vec<Item<'a>>, FhirPathError> {
+    let engine = eval::Engine::new(Some(resource), focus.to_vec(), Options::SEARCH);
+    engine.run(expr, focus).map(without_valueless)
 }
 
-fn resource_type(resource: &Value) -> String {
-    resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string()
+fn without_valueless(mut items: Vec<Item<'_>>) -> Vec<Item<'_>> {
+    items.retain(|item| !matches!(item, Item::Valueless { .. }));
+    items
 }
 
-struct Context<'a> {
-    resource: Item<'a>,
-}
-
-fn eval<'a>(expr: &Expr, focus: &[Item<'a>], context: &Context<'a>) -> Result<Vec<Item<'a>>, FhirPathError> {
-    Ok(match expr {
-        Expr::This => focus.to_vec(),
-        Expr::Env(name) => match name.as_str() {
-            "resource" | "rootResource" | "context" => vec![context.resource.clone()],
-            other => return Err(FhirPathError(format!("unknown environment variable %{other}"))),
-        },
-        Expr::String(text) => vec![Item::String(text.clone())],
-        Expr::Bool(value) => vec![Item::Bool(*value)],
-        Expr::Number(text) => vec![Item::String(text.clone())],
-        Expr::Identifier(name) => {
-            // A type name at the start of a path filters the focus (`Patient.name` on a Patient).
-            let starts_with_type = name.chars().next().is_some_and(char::is_uppercase)
-                && focus.iter().any(|item| item.is_type(name));
-            if starts_with_type { focus.iter().filter(|item| item.is_type(name)).cloned().collect() } else { members(focus, name) }
-        }
-        Expr::Member(base, name) => {
-            let base = eval(base, focus, context)?;
-            members(&base, name)
-        }
-        Expr::Index(base, index) => {
-            let base = eval(base, focus, context)?;
-            let index = eval(index, focus, context)?;
-            let position = index.first().and_then(Item::as_text).and_then(|t| t.parse::<usize>().ok());
-            position.and_then(|p| base.get(p).cloned()).into_iter().collect()
-        }
-        Expr::Union(left, right) => {
-            let mut items = eval(left, focus, context)?;
-            items.extend(eval(right, focus, context)?);
-            items
-        }
-        Expr::Equals(left, right, negate) => {
-            let left = eval(left, focus, context)?;
-            let right = eval(right, focus, context)?;
-            if left.is_empty() || right.is_empty() {
-                return Ok(Vec::new());
-            }
-            let equal = left.len() == right.len() && left.iter().zip(&right).all(|(a, b)| a.as_text().is_some() && a.as_text() == b.as_text());
-            vec![Item::Bool(equal != *negate)]
-        }
-        Expr::And(left, right) => {
-            let left = truth(&eval(left, focus, context)?);
-            let right = truth(&eval(right, focus, context)?);
-            match (left, right) {
-                (Some(false), _) | (_, Some(false)) => vec![Item::Bool(false)],
-                (Some(true), Some(true)) => vec![Item::Bool(true)],
-                _ => Vec::new(),
-            }
-        }
-        Expr::Or(left, right) => {
-            let left = truth(&eval(left, focus, context)?);
-            let right = truth(&eval(right, focus, context)?);
-            match (left, right) {
-                (Some(true), _) | (_, Some(true)) => vec![Item::Bool(true)],
-                (Some(false), Some(false)) => vec![Item::Bool(false)],
-                _ => Vec::new(),
-            }
-        }
-        Expr::Is(base, type_name) => {
-            let base = eval(base, focus, context)?;
-            match base.as_slice() {
-                [] => Vec::new(),
-                [item] => vec![Item::Bool(item.is_type(type_name))],
-                _ => return Err(FhirPathError("'is' needs a single item".into())),
-            }
-        }
-        Expr::As(base, type_name) => {
-            let base = eval(base, focus, context)?;
-            base.into_iter().filter(|item| item.is_type(type_name)).collect()
-        }
-        Expr::Call(base, name, args) => {
-            let input = match base {
-                Some(base) => eval(base, focus, context)?,
-                None => focus.to_vec(),
-            };
-            call(name, &input, args, context)?
-        }
-    })
-}
-
-/// The single boolean value of a collection (empty: unknown).
-fn truth(items: &[Item<'_>]) -> Option<bool> {
-    match items {
-        [] => None,
-        [Item::Bool(b)] | [Item::Node { value: Value::Bool(b), .. }] => Some(*b),
-        _ => Some(true),
+/// Evaluates `expr` on `resource` (or on nothing: an empty input, for expressions made of
+/// literals) with the given options.
+pub fn evaluate_with<'a>(
+    expr: &Expr,
+    resource: Option<&'a Value>,
+    options: &Options,
+) -> Result<Vec<Item<'a>>, FhirPathError> {
+    let focus: Vec<Item<'a>> = resource.map(eval::root_item).into_iter().collect();
+    if options.semantic_checks {
+        check::check(
+            expr,
+            resource.map(eval::resource_type).as_deref(),
+            options.check_ordered_functions,
+        )?;
     }
-}
-
-fn call<'a>(name: &str, input: &[Item<'a>], args: &[Expr], context: &Context<'a>) -> Result<Vec<Item<'a>>, FhirPathError> {
-    let type_argument = || match args {
-        [Expr::Identifier(type_name)] => Ok(type_name.clone()),
-        _ => Err(FhirPathError(format!("{name}() takes a type name"))),
-    };
-    Ok(match name {
-        "where" => {
-            let [criteria] = args else { return Err(FhirPathError("where() takes one argument".into())) };
-            let mut kept = Vec::new();
-            for item in input {
-                if truth(&eval(criteria, std::slice::from_ref(item), context)?) == Some(true) {
-                    kept.push(item.clone());
-                }
-            }
-            kept
-        }
-        "exists" => {
-            if let [criteria] = args {
-                let mut found = false;
-                for item in input {
-                    if truth(&eval(criteria, std::slice::from_ref(item), context)?) == Some(true) {
-                        found = true;
-                        break;
-                    }
-                }
-                vec![Item::Bool(found)]
-            } else {
-                vec![Item::Bool(!input.is_empty())]
-            }
-        }
-        "empty" => vec![Item::Bool(input.is_empty())],
-        "not" => truth(input).map(|b| vec![Item::Bool(!b)]).unwrap_or_default(),
-        "first" => input.first().cloned().into_iter().collect(),
-        "last" => input.last().cloned().into_iter().collect(),
-        "count" => vec![Item::String(input.len().to_string())],
-        "as" | "ofType" => {
-            let type_name = type_argument()?;
-            input.iter().filter(|item| item.is_type(&type_name)).cloned().collect()
-        }
-        "is" => {
-            let type_name = type_argument()?;
-            match input {
-                [item] => vec![Item::Bool(item.is_type(&type_name))],
-                _ => Vec::new(),
-            }
-        }
-        "resolve" => input.iter().filter_map(resolve).collect(),
-        "extension" => {
-            let [Expr::String(url)] = args else { return Err(FhirPathError("extension() takes a URL string".into())) };
-            members(input, "extension")
-                .into_iter()
-                .filter(|item| matches!(item, Item::Node { value, .. } if value.get("url").and_then(Value::as_str) == Some(url.as_str())))
-                .collect()
-        }
-        other => return Err(FhirPathError(format!("function {other}() is not supported"))),
+    let engine = eval::Engine::new(resource, focus.clone(), *options);
+    let items = engine.run(expr, &focus)?;
+    Ok(if options.search_compatible {
+        without_valueless(items)
+    } else {
+        items
     })
-}
-
-/// The type a reference points to, from its `reference` (relative, absolute or canonical).
-fn resolve<'a>(item: &Item<'a>) -> Option<Item<'a>> {
-    let Item::Node { value, .. } = item else { return None };
-    let reference = match value {
-        Value::String(text) => text.as_str(),
-        Value::Object(map) => map.get("reference").and_then(Value::as_str)?,
-        _ => return None,
-    };
-    reference_type(reference).map(|t| Item::Resolved(t.to_string()))
 }
 
 /// `Patient` from `Patient/1`, `http://x/fhir/Patient/1` or `Patient/1/_history/2`.
 pub fn reference_type(reference: &str) -> Option<&str> {
     let path = reference.split(['?', '#']).next().unwrap_or_default();
     let parts: Vec<&str> = path.split('/').collect();
-    let at = parts.iter().rposition(|part| crate::fhir::is_resource_type(part))?;
+    let at = parts
+        .iter()
+        .rposition(|part| crate::fhir::is_resource_type(part))?;
     (at + 1 < parts.len()).then(|| parts[at])
-}
-
-/// The children called `name` of each item (a choice element gives every variant present).
-fn members<'a>(items: &[Item<'a>], name: &str) -> Vec<Item<'a>> {
-    let mut out = Vec::new();
-    for item in items {
-        let Item::Node { value, type_code } = item else { continue };
-        let type_code = if type_code == "Resource" || type_code == "DomainResource" {
-            value.get("resourceType").and_then(Value::as_str).unwrap_or(type_code)
-        } else {
-            type_code.as_str()
-        };
-        for (key, child_type) in element_keys(type_code, name) {
-            match value.get(&key) {
-                Some(Value::Array(children)) => {
-                    out.extend(children.iter().filter(|c| !c.is_null()).map(|c| Item::Node { value: c, type_code: child_type.clone() }));
-                }
-                Some(Value::Null) | None => {}
-                Some(child) => out.push(Item::Node { value: child, type_code: child_type.clone() }),
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -280,30 +195,259 @@ mod tests {
             .collect()
     }
 
+    /// The results of a conformant evaluation as `toString()` texts.
+    fn strict(expression: &str, resource: &Value) -> Result<Vec<String>, FhirPathError> {
+        let expr = parse(expression)?;
+        let items = evaluate_with(&expr, Some(resource), &Options::default())?;
+        Ok(items
+            .iter()
+            .map(|item| item.to_text().unwrap_or_else(|| format!("{item:?}")))
+            .collect())
+    }
+
     #[test]
     fn search_parameter_expressions_evaluate() {
         let observation = json!({"resourceType":"Observation","status":"final","code":{"text":"c"},
             "subject":{"reference":"Patient/1"},"valueQuantity":{"value":1.5},
             "component":[{"code":{"text":"a"},"valueCodeableConcept":{"text":"x"}},{"code":{"text":"b"},"valueQuantity":{"value":2}}]});
-        assert_eq!(texts("Observation.subject.where(resolve() is Patient)", &observation), vec![r#"Reference:{"reference":"Patient/1"}"#]);
-        assert!(texts("Observation.subject.where(resolve() is Group)", &observation).is_empty());
-        assert_eq!(texts("(Observation.value as Quantity) | (Observation.component.value as Quantity)", &observation).len(), 2);
-        assert_eq!(texts("Observation.value.as(Quantity)", &observation).len(), 1);
+        assert_eq!(
+            texts(
+                "Observation.subject.where(resolve() is Patient)",
+                &observation
+            ),
+            vec![r#"Reference:{"reference":"Patient/1"}"#]
+        );
+        assert!(
+            texts(
+                "Observation.subject.where(resolve() is Group)",
+                &observation
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            texts(
+                "(Observation.value as Quantity) | (Observation.component.value as Quantity)",
+                &observation
+            )
+            .len(),
+            2
+        );
+        assert_eq!(
+            texts("Observation.value.as(Quantity)", &observation).len(),
+            1
+        );
         assert_eq!(texts("(Observation.value as CodeableConcept) | (Observation.component.value as CodeableConcept)", &observation).len(), 1);
-        assert!(texts("Patient.name", &observation).is_empty(), "other types' paths give nothing");
+        assert!(
+            texts("Patient.name", &observation).is_empty(),
+            "other types' paths give nothing"
+        );
         let patient = json!({"resourceType":"Patient","deceasedBoolean":true,"telecom":[{"system":"phone","value":"1"},{"system":"email","value":"a@b"}]});
-        assert_eq!(texts("Patient.telecom.where(system='email')", &patient), vec![r#"ContactPoint:{"system":"email","value":"a@b"}"#]);
-        assert_eq!(texts("Patient.deceased.exists() and Patient.deceased != false", &patient), vec!["Bool(true)"]);
+        assert_eq!(
+            texts("Patient.telecom.where(system='email')", &patient),
+            vec![r#"ContactPoint:{"system":"email","value":"a@b"}"#]
+        );
+        assert_eq!(
+            texts(
+                "Patient.deceased.exists() and Patient.deceased != false",
+                &patient
+            ),
+            vec!["Bool(true)"]
+        );
         let bundle = json!({"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","status":"final"}}]});
         assert_eq!(texts("Bundle.entry[0].resource", &bundle).len(), 1);
-        assert_eq!(texts("Bundle.entry[0].resource.status", &bundle), vec![r#"code:"final""#]);
+        assert_eq!(
+            texts("Bundle.entry[0].resource.status", &bundle),
+            vec![r#"code:"final""#]
+        );
+        assert_eq!(
+            texts(
+                "Resource.meta.tag",
+                &json!({"resourceType":"Patient","meta":{"tag":[{"code":"t"}]}})
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn references_name_their_type() {
         assert_eq!(reference_type("Patient/1"), Some("Patient"));
-        assert_eq!(reference_type("https://x.org/fhir/Patient/1/_history/2"), Some("Patient"));
+        assert_eq!(
+            reference_type("https://x.org/fhir/Patient/1/_history/2"),
+            Some("Patient")
+        );
         assert_eq!(reference_type("urn:uuid:1234"), None);
         assert_eq!(reference_type("Patient"), None);
+    }
+
+    #[test]
+    fn conformant_evaluation_follows_the_specification() {
+        let patient = json!({"resourceType":"Patient","birthDate":"1974-12-25","_birthDate":{"extension":[{"url":"http://x/bt","valueDateTime":"1974-12-25T14:35:45-05:00"}]},
+            "name":[{"given":["Peter","James"]},{"given":[null,"Jim"],"_given":[{"extension":[{"url":"http://x/s","valueString":"v"}]}]}],
+            "contained":[{"resourceType":"Organization","id":"o1","name":"Org"}],"managingOrganization":{"reference":"#o1"}});
+        assert_eq!(
+            strict("Patient.birthDate + 1 year", &patient),
+            Ok(vec!["1975-12-25".into()])
+        );
+        assert_eq!(
+            strict("Patient.birthDate.extension('http://x/bt').value", &patient),
+            Ok(vec!["1974-12-25T14:35:45-05:00".into()])
+        );
+        assert_eq!(
+            strict("Patient.name.given.select(hasValue())", &patient),
+            Ok(vec![
+                "true".into(),
+                "true".into(),
+                "false".into(),
+                "true".into()
+            ])
+        );
+        assert_eq!(
+            strict("Patient.managingOrganization.resolve().name", &patient),
+            Ok(vec!["Org".into()])
+        );
+        assert_eq!(
+            strict("(1 | 2 | 2).count() + 0.5", &patient),
+            Ok(vec!["2.5".into()])
+        );
+        assert_eq!(
+            strict("Patient.name.given.where($this.length() > 3)", &patient),
+            Ok(vec!["Peter".into(), "James".into()])
+        );
+        assert!(
+            strict("Patient.name.as(HumanName)", &patient).is_err(),
+            "as needs a single item"
+        );
+        assert!(
+            strict("Patient.name.given.startsWith('P')", &patient).is_err(),
+            "functions on strings need one string"
+        );
+        assert_eq!(
+            strict("@2012-04-15 = @2012-04-15T10:00:00", &patient),
+            Ok(vec![])
+        );
+        assert_eq!(
+            strict("4 'g' ~ 4040 'mg'", &patient),
+            Ok(vec!["true".into()])
+        );
+    }
+
+    #[test]
+    fn fhir_elements_keep_their_types_and_text() {
+        let patient = json!({"resourceType":"Patient","meta":{"lastUpdated":"2024-01-01T10:00:00.123456+00:00"},
+            "name":[{"given":[null,"Jim"],"_given":[{"extension":[{"url":"http://x/s","valueString":"v"}]}]}]});
+        assert_eq!(
+            strict("meta.lastUpdated.toString()", &patient),
+            Ok(vec!["2024-01-01T10:00:00.123456+00:00".into()])
+        );
+        assert_eq!(
+            strict(
+                "meta.lastUpdated > @2023 and meta.lastUpdated < now()",
+                &patient
+            ),
+            Ok(vec!["true".into()])
+        );
+        assert_eq!(
+            strict(
+                "name.given.last().type().namespace + '.' + name.given.last().type().name",
+                &patient
+            ),
+            Ok(vec!["FHIR.string".into()])
+        );
+        assert_eq!(strict("name.given.count()", &patient), Ok(vec!["2".into()]));
+        assert_eq!(
+            strict("name.given.first().extension.value", &patient),
+            Ok(vec!["v".into()])
+        );
+        assert_eq!(
+            texts("Patient.name.given", &patient),
+            vec![r#"string:"Jim""#],
+            "search readings leave valueless primitives out"
+        );
+        assert_eq!(
+            strict("%ext-x & '|' & %vs-y", &patient),
+            Ok(vec![
+                "http://hl7.org/fhir/StructureDefinition/x|http://hl7.org/fhir/ValueSet/y".into()
+            ])
+        );
+        assert!(
+            strict("name.given.memberOf('http://x/vs')", &patient).is_err(),
+            "terminology is not available"
+        );
+    }
+
+    #[test]
+    fn semantic_checks_reject_impossible_paths() {
+        let observation = json!({"resourceType":"Observation","status":"final","code":{"text":"c"},"valueQuantity":{"value":1.5,"unit":"kg"}});
+        let options = Options {
+            semantic_checks: true,
+            ..Options::default()
+        };
+        let run = |expression: &str| {
+            parse(expression).and_then(|expr| {
+                evaluate_with(&expr, Some(&observation), &options).map(|items| items.len())
+            })
+        };
+        assert_eq!(run("Observation.value.unit"), Ok(1));
+        assert!(run("Observation.valueQuantity.unit").is_err());
+        assert!(run("(Observation.value as Period).unit").is_err());
+        assert!(run("Observation.code.txt").is_err());
+        assert!(run("Patient.name").is_err());
+        assert_eq!(run("Observation.children().text"), Ok(1));
+    }
+
+    #[test]
+    fn hostile_evaluations_end_with_an_error() {
+        let patient = json!({"resourceType":"Patient","name":[{"given":["a","b"]}]});
+        let options = Options::default();
+        let blow_up = "(1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|16|17|18|19|20|21|22|23|24|25|26|27|28|29|30).aggregate($total.combine($total), 1).count()";
+        let expr = parse(blow_up).unwrap_or(Expr::Empty);
+        assert!(evaluate_with(&expr, Some(&patient), &options).is_err());
+        let doubling = parse("(1|2|3|4|5|6|7|8|9|10).repeat($this + 1)").unwrap_or(Expr::Empty);
+        assert!(evaluate_with(&doubling, Some(&patient), &options).is_err());
+        let long = parse("(1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|16|17|18|19|20|21|22|23|24|25|26|27|28|29|30).aggregate($total & $total, 'ab')").unwrap_or(Expr::Empty);
+        assert!(evaluate_with(&long, Some(&patient), &options).is_err());
+        let regex = parse("'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!'.matches('(a+)+$')")
+            .unwrap_or(Expr::Empty);
+        assert_eq!(
+            evaluate_with(&regex, Some(&patient), &options).map(|items| items.len()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_fit_a_small_stack() {
+        let shapes: [fn(usize) -> String; 7] = [
+            |n| format!("{}1{}", "(1|2).select(".repeat(n), ")".repeat(n)),
+            |n| format!("{}1{}", "iif(true, ".repeat(n), ")".repeat(n)),
+            |n| format!("{}1{}", "(1|2).sort(".repeat(n), ")".repeat(n)),
+            |n| format!("{}1{}", "1+(".repeat(n), ")".repeat(n)),
+            |n| format!("{}1", "-".repeat(n)),
+            |n| vec!["1"; n].join("+"),
+            |n| format!("Patient{}", ".name".repeat(n)),
+        ];
+        for make in shapes {
+            let deepest = (1..400)
+                .take_while(|n| parse(&make(*n)).is_ok())
+                .last()
+                .unwrap_or(1);
+            let text = make(deepest);
+            // 1 MiB, half a default thread stack, in whatever build the tests run.
+            let run = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || {
+                    let patient = json!({"resourceType":"Patient","name":[{"given":["a"]}]});
+                    let options = Options {
+                        semantic_checks: true,
+                        check_ordered_functions: true,
+                        ..Options::default()
+                    };
+                    let _ = parse(&text)
+                        .and_then(|expr| evaluate_with(&expr, Some(&patient), &options));
+                    let _ = parse(&text)
+                        .and_then(|expr| evaluate_with(&expr, Some(&patient), &Options::default()));
+                });
+            assert!(run.is_ok_and(|handle| handle.join().is_ok()));
+        }
     }
 }
