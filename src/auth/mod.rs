@@ -31,6 +31,9 @@ pub enum AuthMode {
 
 /// Checks tokens for the configured mode.
 pub struct Authenticator {
+    /// Tokens already verified, with their expiry: verifying an ES256 signature costs more than
+    /// the rest of a read, and a client sends the same token many times.
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Access, i64)>>,
     pub mode: AuthMode,
     pub policy: std::sync::Arc<policy::Policy>,
     pub key: Option<SigningKey>,
@@ -45,7 +48,7 @@ impl Authenticator {
             AuthMode::Jwks => anyhow::bail!("--auth jwks is not available in this version; use local (the default) or none"),
             AuthMode::None => None,
         };
-        Ok(Authenticator { mode, key, issuer, audience, policy: std::sync::Arc::new(policy) })
+        Ok(Authenticator { verified: Default::default(), mode, key, issuer, audience, policy: std::sync::Arc::new(policy) })
     }
 
     /// The access a request's `Authorization` header grants.
@@ -59,15 +62,35 @@ impl Authenticator {
         let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")) else {
             return Err(FhirError::Unauthorized("The Authorization header must be 'Bearer <token>'".into()));
         };
-        let claims = token::check(key, &self.issuer, &self.audience, token.trim()).map_err(FhirError::Unauthorized)?;
-        Ok(Access {
+        let token = token.trim();
+        let now = crate::fhir::instant::now_micros() / 1_000_000;
+        if let Ok(cache) = self.verified.lock()
+            && let Some((access, expires)) = cache.get(token)
+            && *expires > now
+        {
+            return Ok(access.clone());
+        }
+        let claims = token::check(key, &self.issuer, &self.audience, token).map_err(FhirError::Unauthorized)?;
+        let expires = claims.exp;
+        let access = Access {
             unrestricted: false,
             scopes: parse_scopes(&claims.scope),
             patient: claims.patient,
             fhir_user: claims.fhir_user,
             client_id: claims.client_id,
             policy: Some(self.policy.clone()),
-        })
+        };
+        if let Ok(mut cache) = self.verified.lock() {
+            // bounded: expired entries go first, then everything when it is still full
+            if cache.len() >= 10_000 {
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= 10_000 {
+                    cache.clear();
+                }
+            }
+            cache.insert(token.to_string(), (access.clone(), expires));
+        }
+        Ok(access)
     }
 }
 

@@ -506,11 +506,44 @@ struct Count {
     count: i64,
 }
 
+/// Rows a driving condition may match before walking the type's resources in key order (and
+/// filtering) is cheaper than building its key list.
+const DRIVER_PROBE_LIMIT: i64 = 500;
+
+/// Whether the most selective condition really is selective: a token like `status=active`
+/// may match most of a type, and then it should filter, not drive.
+fn should_drive(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<bool, StoreError> {
+    let Some(best) = spec.conditions.iter().min_by_key(|c| selectivity(c).unwrap_or(u8::MAX)) else { return Ok(false) };
+    let Condition::Match { param, modifier, values } = best else { return Ok(selectivity(best).is_some()) };
+    if selectivity(best).is_none() || matches!(modifier, Modifier::Identifier | Modifier::OfType) {
+        return Ok(selectivity(best).is_some());
+    }
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT COUNT(*) AS count FROM (SELECT 1 FROM {} WHERE param = ", table_of(param.kind)));
+    sql.text(&param.code);
+    sql.push(" AND (");
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            sql.push(" OR ");
+        }
+        value_predicate(&mut sql, param.kind, modifier, value);
+    }
+    sql.push(") LIMIT ");
+    sql.int(DRIVER_PROBE_LIMIT);
+    sql.push(") x");
+    let rows: Vec<Count> = run(conn, sql)?;
+    Ok(rows.first().is_none_or(|r| r.count < DRIVER_PROBE_LIMIT))
+}
+
 fn where_clause(sql: &mut Sql, spec: &SearchSpec) {
+    where_clause_driven(sql, spec, true);
+}
+
+fn where_clause_driven(sql: &mut Sql, spec: &SearchSpec, may_drive: bool) {
     sql.push(" WHERE r.deleted = 0");
     let mut order: Vec<&Condition> = spec.conditions.iter().collect();
     order.sort_by_key(|c| selectivity(c).unwrap_or(u8::MAX));
-    let driver = order.first().is_some_and(|c| selectivity(c).is_some());
+    let driver = may_drive && order.first().is_some_and(|c| selectivity(c).is_some());
     if !spec.types.is_empty() {
         // With a driving condition, keep the planner on it: `|| ''` hides the type column from
         // the type index, which SQLite would otherwise scan in key order to satisfy ORDER BY.
@@ -533,9 +566,10 @@ const COLUMNS: &str = "SELECT r.pk, r.resource_type, r.id, r.version_id, r.last_
 
 /// The matching resources of one page, in order.
 pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>, StoreError> {
+    let drive = should_drive(conn, spec)?;
     let mut sql = Sql::default();
     sql.push(COLUMNS);
-    where_clause(&mut sql, spec);
+    where_clause_driven(&mut sql, spec, drive);
     let reversed = spec.before_pk.is_some() && spec.sort.is_empty();
     if spec.sort.is_empty() {
         if let Some(after) = spec.after_pk {
@@ -630,23 +664,28 @@ pub fn included(conn: &mut AnyConnection, pks: &[i64], param: Option<&str>, targ
     sql.push(" LIMIT ");
     sql.int(limit);
     let targets: Vec<Target> = run(conn, sql)?;
+    // One query per target type, so the (resource_type, id) index answers it.
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for target in &targets {
+        by_type.entry(target.target_type.as_str()).or_default().push(target.target_id.as_str());
+    }
     let mut found = Vec::new();
-    for chunk in targets.chunks(200) {
-        let mut sql = Sql::default();
-        sql.push(COLUMNS);
-        sql.push(" WHERE r.deleted = 0 AND (");
-        for (index, target) in chunk.iter().enumerate() {
-            if index > 0 {
-                sql.push(" OR ");
+    for (target_type, ids) in by_type {
+        for chunk in ids.chunks(200) {
+            let mut sql = Sql::default();
+            sql.push(COLUMNS);
+            sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
+            sql.text(target_type);
+            sql.push(" AND r.id IN (");
+            for (index, id) in chunk.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                sql.text(id);
             }
-            sql.push("(r.resource_type = ");
-            sql.text(&target.target_type);
-            sql.push(" AND r.id = ");
-            sql.text(&target.target_id);
             sql.push(")");
+            found.extend(run::<Found>(conn, sql)?);
         }
-        sql.push(")");
-        found.extend(run::<Found>(conn, sql)?);
     }
     Ok(found)
 }
@@ -662,15 +701,24 @@ pub fn revincluded(conn: &mut AnyConnection, targets: &[(String, String)], sourc
     sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
     sql.text(source_type);
     sql.push(" AND r.pk IN (SELECT resource_pk FROM search_reference WHERE (");
-    for (index, (target_type, id)) in targets.iter().enumerate() {
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (target_type, id) in targets {
+        by_type.entry(target_type.as_str()).or_default().push(id.as_str());
+    }
+    for (index, (target_type, ids)) in by_type.iter().enumerate() {
         if index > 0 {
             sql.push(" OR ");
         }
-        sql.push("(target_id = ");
-        sql.text(id);
-        sql.push(" AND target_type = ");
+        sql.push("(target_type = ");
         sql.text(target_type);
-        sql.push(")");
+        sql.push(" AND target_id IN (");
+        for (position, id) in ids.iter().enumerate() {
+            if position > 0 {
+                sql.push(", ");
+            }
+            sql.text(id);
+        }
+        sql.push("))");
     }
     sql.push(")");
     if let Some(param) = param {

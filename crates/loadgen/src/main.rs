@@ -238,12 +238,19 @@ fn ingest_bundles(args: &Args) -> Vec<(String, u64)> {
         }).collect();
     }
     let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for copy in 0..args.merge {
         for text in &texts {
             // a copy's identities differ in their first hex digits, so the copies do not collide
             let renamed = text.replace("urn:uuid:", &format!("urn:uuid:{copy:02x}"));
             if let Ok(bundle) = serde_json::from_str::<serde_json::Value>(&renamed) {
-                entries.extend(bundle["entry"].as_array().cloned().unwrap_or_default());
+                // records share some resources (the same organizations): keep each fullUrl once
+                for entry in bundle["entry"].as_array().cloned().unwrap_or_default() {
+                    let full_url = entry["fullUrl"].as_str().unwrap_or_default().to_string();
+                    if seen.insert(full_url) {
+                        entries.push(entry);
+                    }
+                }
             }
         }
     }

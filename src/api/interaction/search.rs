@@ -74,6 +74,6 @@ async fn run(
     let path = path.strip_suffix("/_search").unwrap_or(path).to_string();
     let input = SearchInput { resource_type, params, compartment_patient, strict: strict_handling(&req), base: state.fhir_base(&req), path, access };
     let registry = state.registry.current();
-    let bundle = state.store.read(move |conn| execute(conn, &registry, &input)).await?;
+    let bundle = state.store.read_point(move |conn| execute(conn, &registry, &input)).await?;
     Ok(HttpResponse::build(StatusCode::OK).content_type(format.content_type).body(crate::api::response::body_text(format, &bundle)))
 }

@@ -1,0 +1,1 @@
+DROP INDEX resources_by_type_pk;
