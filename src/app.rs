@@ -7,9 +7,9 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 
 use crate::api::{self, AppState};
+use crate::auth::{AuthMode, Authenticator};
 use crate::config::Settings;
 use crate::fhir::instant::{format_instant, now_micros};
-use crate::auth::{AuthMode, Authenticator};
 use crate::service::search_parameters::{self, RegistryHandle};
 use crate::store::Store;
 use std::sync::Arc;
@@ -26,12 +26,21 @@ impl Application {
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
         let address = settings.bind_address()?;
         let policy = crate::auth::policy::Policy::load(settings.access_policy.as_deref())?;
-        let auth = Arc::new(Authenticator::new(settings.auth, &settings.data_dir(), settings.token_issuer.clone(), settings.token_audience.clone(), policy)?);
+        let auth = Arc::new(Authenticator::new(
+            settings.auth,
+            &settings.data_dir(),
+            settings.token_issuer.clone(),
+            settings.token_audience.clone(),
+            policy,
+        )?);
         if settings.auth == AuthMode::None {
-            tracing::warn!("authorization is off (--auth none): every request may do anything; loopback only");
+            tracing::warn!(
+                "authorization is off (--auth none): every request may do anything; loopback only"
+            );
         }
         let store = Store::open(&settings.database_url, settings.db_pool_size)?;
-        let listener = TcpListener::bind(address).map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
+        let listener = TcpListener::bind(address)
+            .map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
         let port = listener.local_addr()?.port();
         tracing::info!(%address, port, backend = ?store.backend(), "pivot-fhir listening");
         let (registry, version) = store
@@ -47,13 +56,19 @@ impl Application {
             max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
         });
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))
-            .listen(listener)?
-            .shutdown_timeout(30);
+        let mut server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))
+                .listen(listener)?
+                .shutdown_timeout(30);
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
-        Ok(Application { port, server: server.run(), store, registry })
+        Ok(Application {
+            port,
+            server: server.run(),
+            store,
+            registry,
+        })
     }
 
     /// The bound port (useful with port 0).
@@ -68,7 +83,10 @@ impl Application {
 
     /// Serves until the process is told to stop (SIGINT/SIGTERM finish in-flight requests).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let background = tokio::spawn(search_parameters::run_background(self.store.clone(), self.registry.clone()));
+        let background = tokio::spawn(search_parameters::run_background(
+            self.store.clone(),
+            self.registry.clone(),
+        ));
         let result = self.server.await;
         background.abort();
         result

@@ -87,14 +87,19 @@ impl Settings {
 
     /// The data folder.
     pub fn data_dir(&self) -> std::path::PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| crate::auth::default_data_dir(&self.database_url))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| crate::auth::default_data_dir(&self.database_url))
     }
 
     /// The socket address to bind; without authorization (`--auth none`) only loopback
     /// addresses, so an open server is never reachable from other machines.
     pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
         let address: SocketAddr = self.bind.parse().map_err(|_| {
-            anyhow::anyhow!("--bind {:?} is not an IP address and port such as 127.0.0.1:8080", self.bind)
+            anyhow::anyhow!(
+                "--bind {:?} is not an IP address and port such as 127.0.0.1:8080",
+                self.bind
+            )
         })?;
         if self.auth == AuthMode::None && !address.ip().is_loopback() {
             anyhow::bail!(

@@ -73,16 +73,23 @@ impl FhirError {
             FhirError::Unauthorized(message) => vec![Issue::error("login", message.clone())],
             FhirError::Forbidden(message) => vec![Issue::error("forbidden", message.clone())],
             FhirError::UnknownType(name) => {
-                vec![Issue::error("not-supported", format!("Unknown resource type '{name}'"))]
+                vec![Issue::error(
+                    "not-supported",
+                    format!("Unknown resource type '{name}'"),
+                )]
             }
             FhirError::MethodNotAllowed(message)
             | FhirError::NotAcceptable(message)
-            | FhirError::UnsupportedMediaType(message) => vec![Issue::error("not-supported", message.clone())],
+            | FhirError::UnsupportedMediaType(message) => {
+                vec![Issue::error("not-supported", message.clone())]
+            }
             FhirError::Conflict(message) | FhirError::PreconditionFailed(message) => {
                 vec![Issue::error("conflict", message.clone())]
             }
             FhirError::Gone(message, _) => vec![Issue::error("deleted", message.clone())],
-            FhirError::PayloadTooLarge(message) => vec![Issue::error("too-costly", message.clone())],
+            FhirError::PayloadTooLarge(message) => {
+                vec![Issue::error("too-costly", message.clone())]
+            }
             FhirError::Unavailable(_) => vec![Issue::error(
                 "transient",
                 "The database is unavailable; try again shortly",
@@ -131,7 +138,9 @@ impl ResponseError for FhirError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         match self {
-            FhirError::Internal(cause) => tracing::error!(error = %format!("{cause:#}"), "internal error"),
+            FhirError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "internal error")
+            }
             FhirError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
             _ => tracing::debug!(status = status.as_u16(), "request refused"),
         }
@@ -141,7 +150,10 @@ impl ResponseError for FhirError {
             response.insert_header(("ETag", crate::fhir::etag(*version_id)));
         }
         if let FhirError::Unauthorized(_) = self {
-            response.insert_header(("WWW-Authenticate", "Bearer realm=\"pivot-fhir\", error=\"invalid_token\""));
+            response.insert_header((
+                "WWW-Authenticate",
+                "Bearer realm=\"pivot-fhir\", error=\"invalid_token\"",
+            ));
         }
         if let FhirError::Unavailable(_) = self {
             response.insert_header(("Retry-After", "5"));

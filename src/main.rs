@@ -71,10 +71,23 @@ struct TokenArgs {
     token_audience: String,
 }
 
-fn register_client(client_id: &str, jwks: &std::path::Path, scope: &str, fhir_user: Option<String>, database_url: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(jwks).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", jwks.display()))?;
-    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("{} is not a JWKS: {err}", jwks.display()))?;
-    if set.keys.iter().any(|k| matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_))) {
+fn register_client(
+    client_id: &str,
+    jwks: &std::path::Path,
+    scope: &str,
+    fhir_user: Option<String>,
+    database_url: &str,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(jwks)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", jwks.display()))?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("{} is not a JWKS: {err}", jwks.display()))?;
+    if set.keys.iter().any(|k| {
+        matches!(
+            k.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        )
+    }) {
         anyhow::bail!("a client JWKS holds public keys only (EC or RSA), not shared secrets");
     }
     let store = pivot_fhir::store::Store::open(database_url, 1)?;
@@ -85,7 +98,9 @@ fn register_client(client_id: &str, jwks: &std::path::Path, scope: &str, fhir_us
         fhir_user,
         created_at: chrono::Utc::now().timestamp_micros(),
     };
-    store.blocking(|conn| pivot_fhir::store::clients::save(conn, &client)).map_err(|err| anyhow::anyhow!("cannot save the client: {err}"))
+    store
+        .blocking(|conn| pivot_fhir::store::clients::save(conn, &client))
+        .map_err(|err| anyhow::anyhow!("cannot save the client: {err}"))
 }
 
 /// On a developer's machine (local auth, loopback address) prints where the server is and a
@@ -102,13 +117,25 @@ fn print_welcome(settings: &Settings, port: u16) {
         fhir_user: None,
         lifetime_seconds: 3600,
     };
-    let token = pivot_fhir::auth::keys::load_or_create(&settings.data_dir())
-        .and_then(|key| pivot_fhir::auth::token::issue(&key, &settings.token_issuer, &settings.token_audience, &request));
+    let token = pivot_fhir::auth::keys::load_or_create(&settings.data_dir()).and_then(|key| {
+        pivot_fhir::auth::token::issue(
+            &key,
+            &settings.token_issuer,
+            &settings.token_audience,
+            &request,
+        )
+    });
     if let Ok(token) = token {
         println!("pivot-fhir: FHIR base http://127.0.0.1:{port}/fhir");
-        println!("pivot-fhir: a token to try it (system/*.cruds, valid 1 hour):\n\n  export TOKEN={token}\n");
-        println!("pivot-fhir: then: curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/fhir/Patient");
-        println!("pivot-fhir: more tokens: pivot-fhir token --client-id NAME --scope \"SCOPES\" [--patient ID]");
+        println!(
+            "pivot-fhir: a token to try it (system/*.cruds, valid 1 hour):\n\n  export TOKEN={token}\n"
+        );
+        println!(
+            "pivot-fhir: then: curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/fhir/Patient"
+        );
+        println!(
+            "pivot-fhir: more tokens: pivot-fhir token --client-id NAME --scope \"SCOPES\" [--patient ID]"
+        );
     }
 }
 
@@ -116,7 +143,13 @@ fn print_welcome(settings: &Settings, port: u16) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Client(ClientCommand::Add { client_id, jwks, scope, fhir_user, database_url }) => {
+        Command::Client(ClientCommand::Add {
+            client_id,
+            jwks,
+            scope,
+            fhir_user,
+            database_url,
+        }) => {
             let result = register_client(&client_id, &jwks, &scope, fhir_user, &database_url);
             match result {
                 Ok(()) => {
@@ -130,7 +163,10 @@ async fn main() -> ExitCode {
             }
         }
         Command::Token(args) => {
-            let data_dir = args.data_dir.clone().unwrap_or_else(|| pivot_fhir::auth::default_data_dir(&args.database_url));
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| pivot_fhir::auth::default_data_dir(&args.database_url));
             let issued = pivot_fhir::auth::keys::load_or_create(&data_dir).and_then(|key| {
                 let request = pivot_fhir::auth::token::TokenRequest {
                     client_id: args.client_id,
@@ -139,7 +175,12 @@ async fn main() -> ExitCode {
                     fhir_user: args.fhir_user,
                     lifetime_seconds: args.lifetime,
                 };
-                pivot_fhir::auth::token::issue(&key, &args.token_issuer, &args.token_audience, &request)
+                pivot_fhir::auth::token::issue(
+                    &key,
+                    &args.token_issuer,
+                    &args.token_audience,
+                    &request,
+                )
             });
             match issued {
                 Ok(token) => {

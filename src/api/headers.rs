@@ -25,7 +25,10 @@ pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, FhirError
 }
 
 fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 /// Chooses the response format: `_format` wins over `Accept` (http.html#mime-type). Only JSON is
@@ -34,20 +37,41 @@ pub fn negotiate(req: &HttpRequest) -> Result<Format, FhirError> {
     let pairs = query_pairs(req)?;
     let pretty = query_value(&pairs, "_pretty") == Some("true");
     if let Some(format) = query_value(&pairs, "_format") {
-        let media = format.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let media = format
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         return match media.as_str() {
-            "json" | "application/fhir+json" | "application/json+fhir" => Ok(Format { content_type: FHIR_JSON, pretty }),
-            "application/json" => Ok(Format { content_type: JSON, pretty }),
+            "json" | "application/fhir+json" | "application/json+fhir" => Ok(Format {
+                content_type: FHIR_JSON,
+                pretty,
+            }),
+            "application/json" => Ok(Format {
+                content_type: JSON,
+                pretty,
+            }),
             _ => Err(FhirError::NotAcceptable(format!(
                 "_format '{format}' is not supported; this server produces application/fhir+json"
             ))),
         };
     }
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(Format { content_type: FHIR_JSON, pretty });
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(Format {
+            content_type: FHIR_JSON,
+            pretty,
+        });
     };
     if accept.trim().is_empty() {
-        return Ok(Format { content_type: FHIR_JSON, pretty });
+        return Ok(Format {
+            content_type: FHIR_JSON,
+            pretty,
+        });
     }
     let mut best: Option<&'static str> = None;
     for range in accept.split(',') {
@@ -62,7 +86,10 @@ pub fn negotiate(req: &HttpRequest) -> Result<Format, FhirError> {
         }
         match media.as_str() {
             "application/fhir+json" | "application/json+fhir" | "application/*" | "*/*" => {
-                return Ok(Format { content_type: FHIR_JSON, pretty });
+                return Ok(Format {
+                    content_type: FHIR_JSON,
+                    pretty,
+                });
             }
             "application/json" | "text/json" => best = best.or(Some(JSON)),
             _ => {}
@@ -82,7 +109,12 @@ pub fn require_json_body(req: &HttpRequest) -> Result<(), FhirError> {
         return Ok(());
     };
     let content_type = content_type.to_str().unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/fhir+json" | "application/json" | "application/json+fhir" | "" => Ok(()),
         _ => Err(FhirError::UnsupportedMediaType(format!(
@@ -93,8 +125,16 @@ pub fn require_json_body(req: &HttpRequest) -> Result<(), FhirError> {
 
 /// Reads the whole request body, refusing more than `limit` bytes with 413 without reading the
 /// rest into memory.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, FhirError> {
-    let too_large = || FhirError::PayloadTooLarge(format!("The request body is larger than the limit of {limit} bytes"));
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, FhirError> {
+    let too_large = || {
+        FhirError::PayloadTooLarge(format!(
+            "The request body is larger than the limit of {limit} bytes"
+        ))
+    };
     if let Some(length) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -106,7 +146,9 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| FhirError::bad_request(format!("The request body could not be read: {err}")))?;
+        let chunk = chunk.map_err(|err| {
+            FhirError::bad_request(format!("The request body could not be read: {err}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -148,7 +190,10 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
 
 /// The version named by `If-None-Match` (conditional read), if any. `*` is not a version.
 pub fn if_none_match(headers: &HeaderMap) -> Option<i64> {
-    headers.get("if-none-match").and_then(|v| v.to_str().ok()).and_then(parse_etag)
+    headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_etag)
 }
 
 fn version_header(headers: &HeaderMap, name: &str) -> Result<Option<i64>, FhirError> {
@@ -159,6 +204,8 @@ fn version_header(headers: &HeaderMap, name: &str) -> Result<Option<i64>, FhirEr
             .ok()
             .and_then(parse_etag)
             .map(Some)
-            .ok_or_else(|| FhirError::bad_request(format!("{name} must name a version, as in W/\"3\""))),
+            .ok_or_else(|| {
+                FhirError::bad_request(format!("{name} must name a version, as in W/\"3\""))
+            }),
     }
 }

@@ -43,102 +43,136 @@ impl AppState {
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use interaction::{bundle, capabilities, create, delete, health, history, patch, read, search, smart, token, update};
-    cfg.service(web::resource("/health").route(web::get().to(health::live)).default_service(web::to(method_not_allowed)))
-        .service(web::resource("/health/ready").route(web::get().to(health::ready)).default_service(web::to(method_not_allowed)))
-        .service(
-            web::resource(["/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"])
-                .route(web::get().to(smart::configuration))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(web::resource("/auth/jwks").route(web::get().to(smart::jwks)).default_service(web::to(method_not_allowed)))
-        .service(
-            web::resource("/auth/token")
-                .app_data(web::PayloadConfig::new(64 * 1024))
-                .route(web::post().to(token::token))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::scope("/fhir")
-                .service(
-                    web::resource("/metadata")
-                        .route(web::get().to(capabilities::capability_statement))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource(["", "/"])
-                        .route(web::get().to(search::search_system))
-                        .route(web::post().to(bundle::batch_or_transaction))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(web::resource("/$reindex").route(web::post().to(operation::reindex::reindex_all)).default_service(web::to(method_not_allowed)))
-                .service(
-                    web::resource("/_job/{id}")
-                        .route(web::get().to(operation::reindex::status))
-                        .route(web::delete().to(operation::reindex::cancel))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/_history")
-                        .route(web::get().to(history::system_history))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}")
-                        .route(web::get().to(search::search_type))
-                        .route(web::post().to(create::create))
-                        .route(web::put().to(update::conditional_update))
-                        .route(web::patch().to(patch::patch_conditional))
-                        .route(web::delete().to(delete::conditional_delete))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(web::resource("/{type}/$reindex").route(web::post().to(operation::reindex::reindex_type)).default_service(web::to(method_not_allowed)))
-                .service(
-                    web::resource("/{type}/_search")
-                        .route(web::post().to(search::search_type_post))
-                        .route(web::get().to(search::search_type))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/_history")
-                        .route(web::get().to(history::type_history))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}")
-                        .route(web::get().to(read::read))
-                        .route(web::head().to(read::read))
-                        .route(web::put().to(update::update))
-                        .route(web::patch().to(patch::patch_instance))
-                        .route(web::delete().to(delete::delete))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history")
-                        .route(web::get().to(history::instance_history))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{compartment}/{id}/{type}")
-                        .route(web::get().to(search::search_compartment))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history/{version}")
-                        .route(web::get().to(read::vread))
-                        .route(web::head().to(read::vread))
-                        .default_service(web::to(method_not_allowed)),
-                ),
-        )
-        .default_service(web::to(not_found));
+    use interaction::{
+        bundle, capabilities, create, delete, health, history, patch, read, search, smart, token,
+        update,
+    };
+    cfg.service(
+        web::resource("/health")
+            .route(web::get().to(health::live))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/health/ready")
+            .route(web::get().to(health::ready))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource([
+            "/.well-known/smart-configuration",
+            "/fhir/.well-known/smart-configuration",
+        ])
+        .route(web::get().to(smart::configuration))
+        .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/auth/jwks")
+            .route(web::get().to(smart::jwks))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/auth/token")
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .route(web::post().to(token::token))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::scope("/fhir")
+            .service(
+                web::resource("/metadata")
+                    .route(web::get().to(capabilities::capability_statement))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["", "/"])
+                    .route(web::get().to(search::search_system))
+                    .route(web::post().to(bundle::batch_or_transaction))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/$reindex")
+                    .route(web::post().to(operation::reindex::reindex_all))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_job/{id}")
+                    .route(web::get().to(operation::reindex::status))
+                    .route(web::delete().to(operation::reindex::cancel))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_history")
+                    .route(web::get().to(history::system_history))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}")
+                    .route(web::get().to(search::search_type))
+                    .route(web::post().to(create::create))
+                    .route(web::put().to(update::conditional_update))
+                    .route(web::patch().to(patch::patch_conditional))
+                    .route(web::delete().to(delete::conditional_delete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/$reindex")
+                    .route(web::post().to(operation::reindex::reindex_type))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/_search")
+                    .route(web::post().to(search::search_type_post))
+                    .route(web::get().to(search::search_type))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/_history")
+                    .route(web::get().to(history::type_history))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/{id}")
+                    .route(web::get().to(read::read))
+                    .route(web::head().to(read::read))
+                    .route(web::put().to(update::update))
+                    .route(web::patch().to(patch::patch_instance))
+                    .route(web::delete().to(delete::delete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/{id}/_history")
+                    .route(web::get().to(history::instance_history))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{compartment}/{id}/{type}")
+                    .route(web::get().to(search::search_compartment))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/{id}/_history/{version}")
+                    .route(web::get().to(read::vread))
+                    .route(web::head().to(read::vread))
+                    .default_service(web::to(method_not_allowed)),
+            ),
+    )
+    .default_service(web::to(not_found));
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, FhirError> {
-    Err(FhirError::MethodNotAllowed(format!("{} is not supported on {}", req.method(), req.path())))
+    Err(FhirError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, FhirError> {
-    Err(FhirError::NotFound(format!("No route for {} {}", req.method(), req.path())))
+    Err(FhirError::NotFound(format!(
+        "No route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 /// Checks a resource type from the URL.
@@ -155,8 +189,9 @@ pub fn valid_id(id: &str) -> Result<&str, FhirError> {
     if crate::fhir::is_valid_id(id) {
         Ok(id)
     } else {
-        Err(FhirError::invalid(
-            crate::fhir::outcome::Issue::error("value", "The id must be 1 to 64 letters, digits, '-' or '.'"),
-        ))
+        Err(FhirError::invalid(crate::fhir::outcome::Issue::error(
+            "value",
+            "The id must be 1 to 64 letters, digits, '-' or '.'",
+        )))
     }
 }

@@ -22,8 +22,14 @@ pub fn body_text(format: Format, json: &str) -> String {
 
 /// A JSON value as a response.
 pub fn json(status: StatusCode, format: Format, value: &Value) -> HttpResponse {
-    let text = if format.pretty { serde_json::to_string_pretty(value).unwrap_or_default() } else { value.to_string() };
-    HttpResponse::build(status).content_type(format.content_type).body(text)
+    let text = if format.pretty {
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    } else {
+        value.to_string()
+    };
+    HttpResponse::build(status)
+        .content_type(format.content_type)
+        .body(text)
 }
 
 /// A response about one version of a resource, with `ETag` and `Last-Modified`.
@@ -36,13 +42,25 @@ pub fn versioned(status: StatusCode, version_id: i64, last_updated: Micros) -> H
 }
 
 /// The body after a write, per `Prefer: return=`.
-pub fn write_body(mut builder: HttpResponseBuilder, format: Format, prefer: Return, content: Option<&str>, message: String) -> HttpResponse {
+pub fn write_body(
+    mut builder: HttpResponseBuilder,
+    format: Format,
+    prefer: Return,
+    content: Option<&str>,
+    message: String,
+) -> HttpResponse {
     match (prefer, content) {
         (Return::Minimal, _) => builder.finish(),
-        (Return::Representation, Some(content)) => builder.content_type(format.content_type).body(body_text(format, content)),
+        (Return::Representation, Some(content)) => builder
+            .content_type(format.content_type)
+            .body(body_text(format, content)),
         _ => {
             let outcome = operation_outcome(&[Issue::information(message)]);
-            let text = if format.pretty { serde_json::to_string_pretty(&outcome).unwrap_or_default() } else { outcome.to_string() };
+            let text = if format.pretty {
+                serde_json::to_string_pretty(&outcome).unwrap_or_default()
+            } else {
+                outcome.to_string()
+            };
             builder.content_type(format.content_type).body(text)
         }
     }

@@ -29,13 +29,21 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<SigningKey> {
     let path = key_path(data_dir);
     let der = if path.exists() {
-        let pem = std::fs::read_to_string(&path).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
-        let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
-        STANDARD.decode(body.trim()).map_err(|_| anyhow::anyhow!("{} is not a PEM private key", path.display()))?
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+        let body: String = pem
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        STANDARD
+            .decode(body.trim())
+            .map_err(|_| anyhow::anyhow!("{} is not a PEM private key", path.display()))?
     } else {
-        std::fs::create_dir_all(data_dir).map_err(|err| anyhow::anyhow!("cannot create {}: {err}", data_dir.display()))?;
-        let document = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| anyhow::anyhow!("cannot generate a signing key"))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", data_dir.display()))?;
+        let document =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot generate a signing key"))?;
         let der = document.as_ref().to_vec();
         let encoded = STANDARD.encode(&der);
         let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
@@ -52,15 +60,24 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<SigningKey> {
 
 fn from_pkcs8(der: &[u8]) -> anyhow::Result<SigningKey> {
     let encoding = EncodingKey::from_ec_der(der);
-    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).map_err(|err| anyhow::anyhow!("unusable signing key: {err}"))?;
-    let decoding = DecodingKey::from_jwk(&jwk).map_err(|err| anyhow::anyhow!("unusable signing key: {err}"))?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256)
+        .map_err(|err| anyhow::anyhow!("unusable signing key: {err}"))?;
+    let decoding = DecodingKey::from_jwk(&jwk)
+        .map_err(|err| anyhow::anyhow!("unusable signing key: {err}"))?;
     let kid = match &jwk.algorithm {
-        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => ec.x.chars().take(16).collect(),
+        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => {
+            ec.x.chars().take(16).collect()
+        }
         _ => "pivot".to_string(),
     };
     jwk.common.key_id = Some(kid.clone());
     jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
-    Ok(SigningKey { encoding, decoding, jwk, kid })
+    Ok(SigningKey {
+        encoding,
+        decoding,
+        jwk,
+        kid,
+    })
 }
 
 #[cfg(unix)]
@@ -73,11 +90,14 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", path.display()))?;
-    file.write_all(pem.as_bytes()).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
-    file.sync_all().map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
+    file.write_all(pem.as_bytes())
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+    file.sync_all()
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
 }
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    std::fs::write(path, pem).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
+    std::fs::write(path, pem)
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
 }

@@ -42,13 +42,28 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(mode: AuthMode, data_dir: &std::path::Path, issuer: String, audience: String, policy: policy::Policy) -> anyhow::Result<Self> {
+    pub fn new(
+        mode: AuthMode,
+        data_dir: &std::path::Path,
+        issuer: String,
+        audience: String,
+        policy: policy::Policy,
+    ) -> anyhow::Result<Self> {
         let key = match mode {
             AuthMode::Local => Some(keys::load_or_create(data_dir)?),
-            AuthMode::Jwks => anyhow::bail!("--auth jwks is not available in this version; use local (the default) or none"),
+            AuthMode::Jwks => anyhow::bail!(
+                "--auth jwks is not available in this version; use local (the default) or none"
+            ),
             AuthMode::None => None,
         };
-        Ok(Authenticator { verified: Default::default(), mode, key, issuer, audience, policy: std::sync::Arc::new(policy) })
+        Ok(Authenticator {
+            verified: Default::default(),
+            mode,
+            key,
+            issuer,
+            audience,
+            policy: std::sync::Arc::new(policy),
+        })
     }
 
     /// The access a request's `Authorization` header grants.
@@ -59,8 +74,13 @@ impl Authenticator {
         let Some(header) = authorization else {
             return Err(FhirError::Unauthorized("A bearer token is required".into()));
         };
-        let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")) else {
-            return Err(FhirError::Unauthorized("The Authorization header must be 'Bearer <token>'".into()));
+        let Some(token) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+        else {
+            return Err(FhirError::Unauthorized(
+                "The Authorization header must be 'Bearer <token>'".into(),
+            ));
         };
         let token = token.trim();
         let now = crate::fhir::instant::now_micros() / 1_000_000;
@@ -70,7 +90,8 @@ impl Authenticator {
         {
             return Ok(access.clone());
         }
-        let claims = token::check(key, &self.issuer, &self.audience, token).map_err(FhirError::Unauthorized)?;
+        let claims = token::check(key, &self.issuer, &self.audience, token)
+            .map_err(FhirError::Unauthorized)?;
         let expires = claims.exp;
         let access = Access {
             unrestricted: false,
@@ -136,7 +157,14 @@ impl Grant {
 
 impl Access {
     pub fn unrestricted() -> Self {
-        Access { unrestricted: true, scopes: Vec::new(), patient: None, fhir_user: None, client_id: "anonymous".into(), policy: None }
+        Access {
+            unrestricted: true,
+            scopes: Vec::new(),
+            patient: None,
+            fhir_user: None,
+            client_id: "anonymous".into(),
+            policy: None,
+        }
     }
 
     /// The grant for `permission` on `resource_type`, or 403.
@@ -144,34 +172,65 @@ impl Access {
         if self.unrestricted {
             return Ok(Grant::default());
         }
-        let granting: Vec<&Scope> = self.scopes.iter().filter(|s| s.applies_to(resource_type) && s.grants(permission)).collect();
+        let granting: Vec<&Scope> = self
+            .scopes
+            .iter()
+            .filter(|s| s.applies_to(resource_type) && s.grants(permission))
+            .collect();
         if granting.is_empty() {
-            return Err(FhirError::Forbidden(format!("The token's scopes do not allow {} on {resource_type}", permission_name(permission))));
+            return Err(FhirError::Forbidden(format!(
+                "The token's scopes do not allow {} on {resource_type}",
+                permission_name(permission)
+            )));
         }
         let all_patient = granting.iter().all(|s| s.context == Context::Patient);
         let patient = if all_patient {
-            Some(self.patient.clone().ok_or_else(|| FhirError::Forbidden("patient/ scopes need a patient in the token's launch context".into()))?)
+            Some(self.patient.clone().ok_or_else(|| {
+                FhirError::Forbidden(
+                    "patient/ scopes need a patient in the token's launch context".into(),
+                )
+            })?)
         } else {
             None
         };
-        let relevant: Vec<&&Scope> = granting.iter().filter(|s| !all_patient || s.context == Context::Patient).collect();
-        let queries = if relevant.iter().all(|s| !s.query.is_empty()) { relevant.iter().map(|s| s.query.clone()).collect() } else { Vec::new() };
+        let relevant: Vec<&&Scope> = granting
+            .iter()
+            .filter(|s| !all_patient || s.context == Context::Patient)
+            .collect();
+        let queries = if relevant.iter().all(|s| !s.query.is_empty()) {
+            relevant.iter().map(|s| s.query.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let fhir_user = match (&self.fhir_user, &self.policy) {
-            (Some(user), Some(policy)) if !policy.roles.is_empty() => Some((user.clone(), policy.clone())),
+            (Some(user), Some(policy)) if !policy.roles.is_empty() => {
+                Some((user.clone(), policy.clone()))
+            }
             _ => None,
         };
-        Ok(Grant { patient, queries, fhir_user })
+        Ok(Grant {
+            patient,
+            queries,
+            fhir_user,
+        })
     }
 
     /// Administrative operations (`$reindex`, jobs): a `system/*` or `user/*` scope with
     /// create and update.
     pub fn require_admin(&self) -> Result<(), FhirError> {
         if self.unrestricted
-            || self.scopes.iter().any(|s| s.context != Context::Patient && s.resource_type.is_none() && s.grants(Permission::Create) && s.grants(Permission::Update))
+            || self.scopes.iter().any(|s| {
+                s.context != Context::Patient
+                    && s.resource_type.is_none()
+                    && s.grants(Permission::Create)
+                    && s.grants(Permission::Update)
+            })
         {
             Ok(())
         } else {
-            Err(FhirError::Forbidden("This operation needs a system/*.cruds (or user/*.*) scope".into()))
+            Err(FhirError::Forbidden(
+                "This operation needs a system/*.cruds (or user/*.*) scope".into(),
+            ))
         }
     }
 }
@@ -192,8 +251,14 @@ impl FromRequest for Access {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<crate::api::AppState>>() {
-            Some(state) => state.auth.access(req.headers().get("authorization").and_then(|v| v.to_str().ok())),
-            None => Err(FhirError::Internal(anyhow::anyhow!("application state missing"))),
+            Some(state) => state.auth.access(
+                req.headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            None => Err(FhirError::Internal(anyhow::anyhow!(
+                "application state missing"
+            ))),
         };
         ready(result)
     }

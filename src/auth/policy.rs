@@ -32,17 +32,21 @@ impl Policy {
     /// The policy from `path`, or the program's default.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Policy> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?,
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?,
             None => DEFAULT_POLICY.to_string(),
         };
-        serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("the access policy is not valid: {err}"))
+        serde_json::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("the access policy is not valid: {err}"))
     }
 }
 
 /// Fills `{fhirUser}` and `{fhirUserId}` in a policy search.
 pub fn substitute(template: &str, fhir_user: &str) -> String {
     let id = fhir_user.rsplit('/').next().unwrap_or(fhir_user);
-    template.replace("{fhirUser}", fhir_user).replace("{fhirUserId}", id)
+    template
+        .replace("{fhirUser}", fhir_user)
+        .replace("{fhirUserId}", id)
 }
 
 #[cfg(test)]
@@ -52,7 +56,17 @@ mod tests {
     #[test]
     fn the_default_policy_loads() {
         let policy = Policy::load(None).unwrap_or_default();
-        assert_eq!(policy.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["cbo", "pivot-entity"]);
-        assert_eq!(substitute("owner={fhirUser}&_id={fhirUserId}", "Organization/bank"), "owner=Organization/bank&_id=bank");
+        assert_eq!(
+            policy
+                .roles
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["cbo", "pivot-entity"]
+        );
+        assert_eq!(
+            substitute("owner={fhirUser}&_id={fhirUserId}", "Organization/bank"),
+            "owner=Organization/bank&_id=bank"
+        );
     }
 }

@@ -50,7 +50,9 @@ pub struct Scope {
 
 impl Scope {
     pub fn applies_to(&self, resource_type: &str) -> bool {
-        self.resource_type.as_deref().is_none_or(|t| t == resource_type)
+        self.resource_type
+            .as_deref()
+            .is_none_or(|t| t == resource_type)
     }
 
     pub fn grants(&self, permission: Permission) -> bool {
@@ -69,7 +71,10 @@ pub fn parse_scope(text: &str) -> Option<Scope> {
     };
     let (resource, rest) = rest.split_once('.')?;
     let (permissions, query) = match rest.split_once('?') {
-        Some((permissions, query)) => (permissions, serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?),
+        Some((permissions, query)) => (
+            permissions,
+            serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?,
+        ),
         None => (rest, Vec::new()),
     };
     let resource_type = match resource {
@@ -97,7 +102,12 @@ pub fn parse_scope(text: &str) -> Option<Scope> {
             letters.to_string()
         }
     };
-    Some(Scope { context, resource_type, permissions, query })
+    Some(Scope {
+        context,
+        resource_type,
+        permissions,
+        query,
+    })
 }
 
 /// Parses a space-separated scope string, keeping the resource scopes.
@@ -112,19 +122,51 @@ mod tests {
     #[test]
     fn v1_and_v2_scopes_parse() {
         let scope = parse_scope("patient/Observation.read");
-        assert_eq!(scope.map(|s| (s.context, s.resource_type, s.permissions)), Some((Context::Patient, Some("Observation".into()), "rs".into())));
-        assert_eq!(parse_scope("user/*.write").map(|s| s.permissions), Some("cud".into()));
-        assert_eq!(parse_scope("system/*.*").map(|s| s.permissions), Some("cruds".into()));
-        assert_eq!(parse_scope("system/Patient.cruds").map(|s| s.permissions), Some("cruds".into()));
-        let constrained = parse_scope("patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|sdoh");
-        assert_eq!(constrained.map(|s| s.query), Some(vec![("category".into(), "http://terminology.hl7.org/CodeSystem/observation-category|sdoh".into())]));
+        assert_eq!(
+            scope.map(|s| (s.context, s.resource_type, s.permissions)),
+            Some((Context::Patient, Some("Observation".into()), "rs".into()))
+        );
+        assert_eq!(
+            parse_scope("user/*.write").map(|s| s.permissions),
+            Some("cud".into())
+        );
+        assert_eq!(
+            parse_scope("system/*.*").map(|s| s.permissions),
+            Some("cruds".into())
+        );
+        assert_eq!(
+            parse_scope("system/Patient.cruds").map(|s| s.permissions),
+            Some("cruds".into())
+        );
+        let constrained = parse_scope(
+            "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|sdoh",
+        );
+        assert_eq!(
+            constrained.map(|s| s.query),
+            Some(vec![(
+                "category".into(),
+                "http://terminology.hl7.org/CodeSystem/observation-category|sdoh".into()
+            )])
+        );
     }
 
     #[test]
     fn malformed_scopes_grant_nothing() {
-        for bad in ["patient/Observation.sr", "patient/Observation.rr", "patient/Nope.read", "admin/*.*", "openid", "patient/Observation", "patient/Observation.", "patient/Observation.x"] {
+        for bad in [
+            "patient/Observation.sr",
+            "patient/Observation.rr",
+            "patient/Nope.read",
+            "admin/*.*",
+            "openid",
+            "patient/Observation",
+            "patient/Observation.",
+            "patient/Observation.x",
+        ] {
             assert_eq!(parse_scope(bad), None, "{bad}");
         }
-        assert!(parse_scope("patient/Observation.rs").is_some_and(|s| s.grants(Permission::Search) && !s.grants(Permission::Create)));
+        assert!(
+            parse_scope("patient/Observation.rs")
+                .is_some_and(|s| s.grants(Permission::Search) && !s.grants(Permission::Create))
+        );
     }
 }

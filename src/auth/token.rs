@@ -36,7 +36,12 @@ pub struct TokenRequest {
     pub lifetime_seconds: i64,
 }
 
-pub fn issue(key: &SigningKey, issuer: &str, audience: &str, request: &TokenRequest) -> anyhow::Result<String> {
+pub fn issue(
+    key: &SigningKey,
+    issuer: &str,
+    audience: &str,
+    request: &TokenRequest,
+) -> anyhow::Result<String> {
     let now = now_micros() / 1_000_000;
     let claims = Claims {
         iss: issuer.to_string(),
@@ -53,12 +58,18 @@ pub fn issue(key: &SigningKey, issuer: &str, audience: &str, request: &TokenRequ
     };
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
-    encode(&header, &claims, &key.encoding).map_err(|err| anyhow::anyhow!("cannot sign the token: {err}"))
+    encode(&header, &claims, &key.encoding)
+        .map_err(|err| anyhow::anyhow!("cannot sign the token: {err}"))
 }
 
 /// Checks a token signed by `key`: signature (ES256 only: `none`, HMAC and other algorithms are
 /// refused), issuer, audience, expiry and not-before (30 s leeway), and `kid` when present.
-pub fn check(key: &SigningKey, issuer: &str, audience: &str, token: &str) -> Result<Claims, String> {
+pub fn check(
+    key: &SigningKey,
+    issuer: &str,
+    audience: &str,
+    token: &str,
+) -> Result<Claims, String> {
     let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
     if header.alg != Algorithm::ES256 {
         return Err("unexpected signing algorithm".into());
@@ -72,5 +83,7 @@ pub fn check(key: &SigningKey, issuer: &str, audience: &str, token: &str) -> Res
     validation.validate_nbf = true;
     validation.leeway = 30;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
-    decode::<Claims>(token, &key.decoding, &validation).map(|data| data.claims).map_err(|err| format!("invalid token: {err}"))
+    decode::<Claims>(token, &key.decoding, &validation)
+        .map(|data| data.claims)
+        .map_err(|err| format!("invalid token: {err}"))
 }

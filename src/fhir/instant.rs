@@ -21,7 +21,9 @@ pub fn format_instant(micros: Micros) -> String {
 
 /// The HTTP date (RFC 7231 IMF-fixdate) for a store time, for `Last-Modified`.
 pub fn format_http_date(micros: Micros) -> String {
-    to_datetime(micros).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    to_datetime(micros)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 /// Parses an HTTP date (`If-Modified-Since`); the result has second precision.
@@ -43,7 +45,11 @@ pub fn parse_fhir_range(value: &str) -> Option<(Micros, Micros)> {
     let bytes = value.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
         let part = value.get(range)?;
-        if part.bytes().all(|b| b.is_ascii_digit()) { part.parse().ok() } else { None }
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
     };
     let year = digits(0..4)? as i32;
     match bytes.len() {
@@ -72,7 +78,8 @@ pub fn parse_fhir_range(value: &str) -> Option<(Micros, Micros)> {
 }
 
 fn date_micros(date: NaiveDate) -> Micros {
-    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default()).timestamp_micros()
+    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())
+        .timestamp_micros()
 }
 
 /// A dateTime with a time part: seconds precision (or the given fraction's precision); minutes
@@ -115,14 +122,22 @@ fn parse_date_time(value: &str) -> Option<(Micros, Micros)> {
     };
     let (hour, minute, second, width) = match parts.as_slice() {
         [h, m] if fraction.is_none() => (number(h, 23)?, number(m, 59)?, 0, 60_000_000),
-        [h, m, s] => (number(h, 23)?, number(m, 59)?, number(s, 60)?.min(59), 1_000_000),
+        [h, m, s] => (
+            number(h, 23)?,
+            number(m, 59)?,
+            number(s, 60)?.min(59),
+            1_000_000,
+        ),
         _ => return None,
     };
     let naive = date.and_hms_opt(hour, minute, second)?;
     let mut start = naive.and_utc().timestamp_micros() - offset_seconds * 1_000_000;
     let mut width: i64 = width;
     if let Some(fraction) = fraction {
-        if fraction.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        if fraction.is_empty()
+            || fraction.len() > 9
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let digits = fraction.len().min(6) as u32;
@@ -138,7 +153,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> Micros {
-        DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_micros()).unwrap_or(i64::MIN)
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(i64::MIN)
     }
 
     #[test]
@@ -171,7 +188,16 @@ mod tests {
 
     #[test]
     fn malformed_values_are_rejected() {
-        for bad in ["", "26", "2026-13", "2026-02-30", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00+2", "yesterday", "2026-11-25T10:00:00.Z"] {
+        for bad in [
+            "",
+            "26",
+            "2026-13",
+            "2026-02-30",
+            "2026-11-25T25:00:00Z",
+            "2026-11-25T10:00:00+2",
+            "yesterday",
+            "2026-11-25T10:00:00.Z",
+        ] {
             assert_eq!(parse_fhir_range(bad), None, "{bad}");
         }
     }
@@ -181,6 +207,9 @@ mod tests {
         let t = at("2026-11-25T15:09:46.123456Z");
         assert_eq!(format_instant(t), "2026-11-25T15:09:46.123456Z");
         assert_eq!(format_http_date(t), "Wed, 25 Nov 2026 15:09:46 GMT");
-        assert_eq!(parse_http_date("Wed, 25 Nov 2026 15:09:46 GMT"), Some(t - 123_456));
+        assert_eq!(
+            parse_http_date("Wed, 25 Nov 2026 15:09:46 GMT"),
+            Some(t - 123_456)
+        );
     }
 }

@@ -17,5 +17,8 @@ pub fn artefacts() -> Vec<Value> {
 
 /// The embedded artefacts of one resource type.
 pub fn artefacts_of(resource_type: &str) -> Vec<Value> {
-    artefacts().into_iter().filter(|a| a["resourceType"] == resource_type).collect()
+    artefacts()
+        .into_iter()
+        .filter(|a| a["resourceType"] == resource_type)
+        .collect()
 }

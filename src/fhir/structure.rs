@@ -6,10 +6,11 @@
 //! The element model is generated from the official StructureDefinitions by
 //! `scripts/generate-r4-model.py` and embedded in the binary.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::LazyLock;
 
-use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 use super::outcome::Issue;
@@ -27,62 +28,106 @@ struct ElementDef {
 }
 
 struct TypeDef {
-    elements: HashMap<String, ElementDef>,
+    elements: FxHashMap<String, ElementDef>,
     /// Choice elements by their base name (`value`): each variant's JSON key and type.
-    choices: HashMap<String, Vec<(String, String)>>,
+    choices: FxHashMap<String, Vec<(String, String)>>,
+    /// What each element name stands for in JSON: its key and type, or each choice variant's.
+    keys: FxHashMap<String, Vec<(String, String)>>,
     /// Mandatory elements: for a choice element, each of its variant names.
     required: Vec<(String, Vec<String>)>,
 }
 
 struct Model {
-    types: HashMap<String, TypeDef>,
-    primitives: HashSet<String>,
+    types: FxHashMap<String, TypeDef>,
+    primitives: FxHashSet<String>,
 }
 
 static MODEL: LazyLock<Model> = LazyLock::new(load_model);
 
 fn load_model() -> Model {
     let raw: Value = serde_json::from_str(include_str!("r4-model.json")).unwrap_or(Value::Null);
-    let primitives: HashSet<String> = raw["primitives"]
+    let primitives: FxHashSet<String> = raw["primitives"]
         .as_array()
-        .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
-    let mut types = HashMap::new();
+    let mut types = FxHashMap::default();
     if let Some(all) = raw["types"].as_object() {
         for (type_name, def) in all {
-            let mut elements = HashMap::new();
-            let mut choices = HashMap::new();
+            let mut elements = FxHashMap::default();
+            let mut choices = FxHashMap::default();
+            let mut keys: FxHashMap<String, Vec<(String, String)>> = FxHashMap::default();
             let mut required = Vec::new();
-            let Some(raw_elements) = def["elements"].as_object() else { continue };
+            let Some(raw_elements) = def["elements"].as_object() else {
+                continue;
+            };
             for (name, spec) in raw_elements {
                 let min = spec[0].as_u64().unwrap_or(0);
                 let many = spec[1].as_str() == Some("*");
                 let summary = spec[3].as_u64() == Some(1);
                 let codes: Vec<String> = spec[2]
                     .as_array()
-                    .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if let Some(prefix) = name.strip_suffix("[x]") {
-                    let variants: Vec<String> = codes.iter().map(|code| format!("{prefix}{}", capitalize(code))).collect();
+                    let variants: Vec<String> = codes
+                        .iter()
+                        .map(|code| format!("{prefix}{}", capitalize(code)))
+                        .collect();
                     for (variant, code) in variants.iter().zip(&codes) {
-                        elements.insert(variant.clone(), ElementDef { many, summary, type_code: code.clone(), choice: Some(name.clone()) });
+                        elements.insert(
+                            variant.clone(),
+                            ElementDef {
+                                many,
+                                summary,
+                                type_code: code.clone(),
+                                choice: Some(name.clone()),
+                            },
+                        );
                     }
-                    choices.insert(
-                        prefix.to_string(),
-                        variants.iter().cloned().zip(codes.iter().cloned()).collect::<Vec<_>>(),
-                    );
+                    let pairs: Vec<(String, String)> = variants
+                        .iter()
+                        .cloned()
+                        .zip(codes.iter().cloned())
+                        .collect();
+                    keys.insert(prefix.to_string(), pairs.clone());
+                    choices.insert(prefix.to_string(), pairs);
                     if min > 0 {
                         required.push((name.clone(), variants));
                     }
                 } else {
                     let type_code = codes.first().cloned().unwrap_or_else(|| "string".into());
-                    elements.insert(name.clone(), ElementDef { many, summary, type_code, choice: None });
+                    keys.insert(name.clone(), vec![(name.clone(), type_code.clone())]);
+                    elements.insert(
+                        name.clone(),
+                        ElementDef {
+                            many,
+                            summary,
+                            type_code,
+                            choice: None,
+                        },
+                    );
                     if min > 0 {
                         required.push((name.clone(), vec![name.clone()]));
                     }
                 }
             }
-            types.insert(type_name.clone(), TypeDef { elements, choices, required });
+            types.insert(
+                type_name.clone(),
+                TypeDef {
+                    elements,
+                    choices,
+                    keys,
+                    required,
+                },
+            );
         }
     }
     Model { types, primitives }
@@ -99,11 +144,17 @@ fn capitalize(code: &str) -> String {
 /// Checks a resource (an object with a known `resourceType`) and returns its problems.
 pub fn check_resource(resource: &Map<String, Value>) -> Vec<Issue> {
     let mut issues = Vec::new();
-    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if MODEL.types.contains_key(resource_type) {
         check_object(resource, resource_type, resource_type, &mut issues);
     } else {
-        issues.push(Issue::error("value", format!("Unknown resource type '{resource_type}'")).at("resourceType"));
+        issues.push(
+            Issue::error("value", format!("Unknown resource type '{resource_type}'"))
+                .at("resourceType"),
+        );
     }
     issues
 }
@@ -112,19 +163,24 @@ pub fn check_resource(resource: &Map<String, Value>) -> Vec<Issue> {
 /// element, one per variant for a choice element (`value` → `valueQuantity`, `valueString`, ...).
 /// Empty when the type has no such element.
 pub fn element_keys(type_name: &str, name: &str) -> Vec<(String, String)> {
-    let Some(def) = MODEL.types.get(type_name) else { return Vec::new() };
-    if let Some(element) = def.elements.get(name)
-        && element.choice.is_none()
-    {
-        return vec![(name.to_string(), element.type_code.clone())];
-    }
-    def.choices.get(name).cloned().unwrap_or_default()
+    element_keys_ref(type_name, name).to_vec()
+}
+
+/// `element_keys` without copying: the model lives for the whole run.
+pub fn element_keys_ref(type_name: &str, name: &str) -> &'static [(String, String)] {
+    MODEL
+        .types
+        .get(type_name)
+        .and_then(|def| def.keys.get(name))
+        .map_or(&[], Vec::as_slice)
 }
 
 /// Whether the element `name` of `type_name` repeats (cardinality `*`); for a choice element
 /// (`value`), whether its variants do. False when the type has no such element.
 pub fn is_repeating(type_name: &str, name: &str) -> bool {
-    let Some(def) = MODEL.types.get(type_name) else { return false };
+    let Some(def) = MODEL.types.get(type_name) else {
+        return false;
+    };
     if let Some(element) = def.elements.get(name) {
         return element.many;
     }
@@ -139,13 +195,22 @@ pub fn is_repeating(type_name: &str, name: &str) -> bool {
 /// (`_summary=true`); `_key` primitive extensions follow their element.
 pub fn is_summary_member(type_name: &str, key: &str) -> bool {
     let name = key.strip_prefix('_').unwrap_or(key);
-    MODEL.types.get(type_name).and_then(|def| def.elements.get(name)).is_some_and(|e| e.summary)
+    MODEL
+        .types
+        .get(type_name)
+        .and_then(|def| def.elements.get(name))
+        .is_some_and(|e| e.summary)
 }
 
 /// The type of the element stored under the JSON member `key` of a `type_name` (a choice
 /// variant such as `valueQuantity` gives its own type); `None` for unknown members.
 pub fn member_type(type_name: &str, key: &str) -> Option<String> {
-    MODEL.types.get(type_name)?.elements.get(key).map(|element| element.type_code.clone())
+    MODEL
+        .types
+        .get(type_name)?
+        .elements
+        .get(key)
+        .map(|element| element.type_code.clone())
 }
 
 /// Whether `type_code` is a FHIR primitive type.
@@ -165,12 +230,23 @@ fn report(issues: &mut Vec<Issue>, issue: Issue) {
 }
 
 fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &mut Vec<Issue>) {
-    let Some(def) = MODEL.types.get(type_name) else { return };
+    let Some(def) = MODEL.types.get(type_name) else {
+        return;
+    };
     if map.is_empty() {
-        report(issues, Issue::error("structure", "An element must have a value or children (ele-1); this object is empty").at(path));
+        report(
+            issues,
+            Issue::error(
+                "structure",
+                "An element must have a value or children (ele-1); this object is empty",
+            )
+            .at(path),
+        );
         return;
     }
-    let is_resource = MODEL.types.get(type_name).is_some() && map.contains_key("resourceType") && path_is_resource_root(type_name);
+    let is_resource = MODEL.types.get(type_name).is_some()
+        && map.contains_key("resourceType")
+        && path_is_resource_root(type_name);
     let mut choices_seen: HashMap<&str, &str> = HashMap::new();
     for (key, value) in map {
         if key == "resourceType" && is_resource {
@@ -182,7 +258,14 @@ fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &
         };
         let member_path = format!("{path}.{name}");
         let Some(element) = def.elements.get(name) else {
-            report(issues, Issue::error("structure", format!("Unknown element '{key}' in {type_name}")).at(format!("{path}.{key}")));
+            report(
+                issues,
+                Issue::error(
+                    "structure",
+                    format!("Unknown element '{key}' in {type_name}"),
+                )
+                .at(format!("{path}.{key}")),
+            );
             continue;
         };
         if let Some(choice) = &element.choice
@@ -191,13 +274,26 @@ fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &
         {
             report(
                 issues,
-                Issue::error("structure", format!("Only one of {other} and {name} may be present ({choice} has one value)")).at(&member_path),
+                Issue::error(
+                    "structure",
+                    format!(
+                        "Only one of {other} and {name} may be present ({choice} has one value)"
+                    ),
+                )
+                .at(&member_path),
             );
         }
         let primitive = MODEL.primitives.contains(&element.type_code);
         if is_extension_part {
             if !primitive {
-                report(issues, Issue::error("structure", format!("'{key}' is only allowed for primitive elements")).at(&member_path));
+                report(
+                    issues,
+                    Issue::error(
+                        "structure",
+                        format!("'{key}' is only allowed for primitive elements"),
+                    )
+                    .at(&member_path),
+                );
                 continue;
             }
             check_primitive_extension_part(value, element.many, &member_path, issues);
@@ -207,7 +303,10 @@ fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &
         match (element.many, value) {
             (true, Value::Array(items)) => {
                 if items.is_empty() {
-                    report(issues, Issue::error("structure", "Arrays must not be empty").at(&member_path));
+                    report(
+                        issues,
+                        Issue::error("structure", "Arrays must not be empty").at(&member_path),
+                    );
                 }
                 for (index, item) in items.iter().enumerate() {
                     let item_path = format!("{member_path}[{index}]");
@@ -217,17 +316,40 @@ fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &
                     check_value(item, &element.type_code, primitive, &item_path, issues);
                 }
             }
-            (true, _) => report(issues, Issue::error("structure", format!("{name} repeats, so it must be a JSON array")).at(&member_path)),
-            (false, Value::Array(_)) => {
-                report(issues, Issue::error("structure", format!("{name} has at most one value, so it must not be an array")).at(&member_path))
+            (true, _) => report(
+                issues,
+                Issue::error(
+                    "structure",
+                    format!("{name} repeats, so it must be a JSON array"),
+                )
+                .at(&member_path),
+            ),
+            (false, Value::Array(_)) => report(
+                issues,
+                Issue::error(
+                    "structure",
+                    format!("{name} has at most one value, so it must not be an array"),
+                )
+                .at(&member_path),
+            ),
+            (false, value) => {
+                check_value(value, &element.type_code, primitive, &member_path, issues)
             }
-            (false, value) => check_value(value, &element.type_code, primitive, &member_path, issues),
         }
     }
     for (name, variants) in &def.required {
-        let present = variants.iter().any(|variant| map.contains_key(variant) || map.contains_key(&format!("_{variant}")));
+        let present = variants
+            .iter()
+            .any(|variant| map.contains_key(variant) || map.contains_key(&format!("_{variant}")));
         if !present {
-            report(issues, Issue::error("required", format!("{type_name}.{name} is required (minimum cardinality 1)")).at(format!("{path}.{}", name.trim_end_matches("[x]"))));
+            report(
+                issues,
+                Issue::error(
+                    "required",
+                    format!("{type_name}.{name} is required (minimum cardinality 1)"),
+                )
+                .at(format!("{path}.{}", name.trim_end_matches("[x]"))),
+            );
         }
     }
 }
@@ -237,7 +359,13 @@ fn path_is_resource_root(type_name: &str) -> bool {
     !type_name.contains('.')
 }
 
-fn check_value(value: &Value, type_code: &str, primitive: bool, path: &str, issues: &mut Vec<Issue>) {
+fn check_value(
+    value: &Value,
+    type_code: &str,
+    primitive: bool,
+    path: &str,
+    issues: &mut Vec<Issue>,
+) {
     if primitive {
         if let Err(message) = check_primitive(value, type_code) {
             report(issues, Issue::error("value", message).at(path));
@@ -245,16 +373,29 @@ fn check_value(value: &Value, type_code: &str, primitive: bool, path: &str, issu
         return;
     }
     let Value::Object(map) = value else {
-        report(issues, Issue::error("structure", format!("Expected a JSON object ({type_code})")).at(path));
+        report(
+            issues,
+            Issue::error("structure", format!("Expected a JSON object ({type_code})")).at(path),
+        );
         return;
     };
     if type_code == "Resource" {
         match map.get("resourceType").and_then(Value::as_str) {
-            Some(inner) if crate::fhir::is_resource_type(inner) && MODEL.types.contains_key(inner) => {
+            Some(inner)
+                if crate::fhir::is_resource_type(inner) && MODEL.types.contains_key(inner) =>
+            {
                 check_object(map, inner, path, issues);
             }
-            Some(inner) => report(issues, Issue::error("value", format!("Unknown resource type '{inner}'")).at(format!("{path}.resourceType"))),
-            None => report(issues, Issue::error("required", "A contained resource needs a resourceType").at(format!("{path}.resourceType"))),
+            Some(inner) => report(
+                issues,
+                Issue::error("value", format!("Unknown resource type '{inner}'"))
+                    .at(format!("{path}.resourceType")),
+            ),
+            None => report(
+                issues,
+                Issue::error("required", "A contained resource needs a resourceType")
+                    .at(format!("{path}.resourceType")),
+            ),
         }
         return;
     }
@@ -269,22 +410,49 @@ fn check_primitive_extension_part(value: &Value, many: bool, path: &str, issues:
                 match key.as_str() {
                     "id" => {
                         if let Err(message) = check_primitive(member, "string") {
-                            report(issues, Issue::error("value", message).at(format!("{item_path}.id")));
+                            report(
+                                issues,
+                                Issue::error("value", message).at(format!("{item_path}.id")),
+                            );
                         }
                     }
                     "extension" => match member {
                         Value::Array(extensions) => {
                             for (index, extension) in extensions.iter().enumerate() {
-                                check_value(extension, "Extension", false, &format!("{item_path}.extension[{index}]"), issues);
+                                check_value(
+                                    extension,
+                                    "Extension",
+                                    false,
+                                    &format!("{item_path}.extension[{index}]"),
+                                    issues,
+                                );
                             }
                         }
-                        _ => report(issues, Issue::error("structure", "extension must be an array").at(format!("{item_path}.extension"))),
+                        _ => report(
+                            issues,
+                            Issue::error("structure", "extension must be an array")
+                                .at(format!("{item_path}.extension")),
+                        ),
                     },
-                    other => report(issues, Issue::error("structure", format!("Unknown element '{other}' in a primitive's extension part")).at(format!("{item_path}.{other}"))),
+                    other => report(
+                        issues,
+                        Issue::error(
+                            "structure",
+                            format!("Unknown element '{other}' in a primitive's extension part"),
+                        )
+                        .at(format!("{item_path}.{other}")),
+                    ),
                 }
             }
         }
-        _ => report(issues, Issue::error("structure", "A primitive's extension part must be an object").at(item_path)),
+        _ => report(
+            issues,
+            Issue::error(
+                "structure",
+                "A primitive's extension part must be an object",
+            )
+            .at(item_path),
+        ),
     };
     match (many, value) {
         (true, Value::Array(items)) => {
@@ -295,49 +463,173 @@ fn check_primitive_extension_part(value: &Value, many: bool, path: &str, issues:
             }
         }
         (false, item) if !item.is_array() => check_one(item, path, issues),
-        _ => report(issues, Issue::error("structure", "The extension part must have the shape of its value (array or object)").at(path)),
+        _ => report(
+            issues,
+            Issue::error(
+                "structure",
+                "The extension part must have the shape of its value (array or object)",
+            )
+            .at(path),
+        ),
     }
 }
 
-struct Patterns {
-    date: Regex,
-    date_time: Regex,
-    instant: Regex,
-    time: Regex,
-    code: Regex,
-    oid: Regex,
-    uuid: Regex,
-    base64: Regex,
-}
+/// Lexical forms of the date and time primitives (datatypes.html#primitive), checked by hand:
+/// they are on the hot path of every write.
+mod lexical {
+    fn digits(bytes: &[u8], at: usize, count: usize) -> Option<u32> {
+        let part = bytes.get(at..at + count)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    }
 
-static PATTERNS: LazyLock<Option<Patterns>> = LazyLock::new(|| {
-    const YEAR: &str = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)";
-    const CLOCK: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?";
-    const ZONE: &str = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))";
-    const MONTH_DAY: &str = r"(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])";
-    Some(Patterns {
-        date: Regex::new(&format!(r"^{YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$")).ok()?,
-        date_time: Regex::new(&format!(
-            r"^{YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T{CLOCK}{ZONE})?)?)?$"
-        ))
-        .ok()?,
-        instant: Regex::new(&format!(r"^{YEAR}-{MONTH_DAY}T{CLOCK}{ZONE}$")).ok()?,
-        time: Regex::new(&format!("^{CLOCK}$")).ok()?,
-        code: Regex::new(r"^[^\s]+( [^\s]+)*$").ok()?,
-        oid: Regex::new(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$").ok()?,
-        uuid: Regex::new(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$").ok()?,
-        base64: Regex::new(r"^[A-Za-z0-9+/=\s]*$").ok()?,
-    })
-});
+    /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`; returns how many bytes it used.
+    fn date_prefix(bytes: &[u8]) -> Option<usize> {
+        let year = digits(bytes, 0, 4)?;
+        if year == 0 {
+            return None;
+        }
+        if bytes.get(4) != Some(&b'-') {
+            return Some(4);
+        }
+        let month = digits(bytes, 5, 2)?;
+        if !(1..=12).contains(&month) {
+            return None;
+        }
+        if bytes.get(7) != Some(&b'-') {
+            return Some(7);
+        }
+        let day = digits(bytes, 8, 2)?;
+        (1..=31).contains(&day).then_some(10)
+    }
+
+    /// `hh:mm:ss(.fraction)?`; returns how many bytes it used.
+    fn clock(bytes: &[u8]) -> Option<usize> {
+        let (hour, minute, second) = (
+            digits(bytes, 0, 2)?,
+            digits(bytes, 3, 2)?,
+            digits(bytes, 6, 2)?,
+        );
+        if bytes.get(2) != Some(&b':')
+            || bytes.get(5) != Some(&b':')
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return None;
+        }
+        if bytes.get(8) != Some(&b'.') {
+            return Some(8);
+        }
+        let fraction = bytes
+            .get(9..)?
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        (fraction > 0).then_some(9 + fraction)
+    }
+
+    /// `Z` or `+hh:mm` / `-hh:mm` (up to 14:00), and nothing after it.
+    fn zone(bytes: &[u8]) -> bool {
+        match bytes {
+            [b'Z'] => true,
+            [b'+' | b'-', rest @ ..] if rest.len() == 5 && rest[2] == b':' => {
+                match (digits(rest, 0, 2), digits(rest, 3, 2)) {
+                    (Some(h), Some(m)) => (h <= 13 && m <= 59) || (h == 14 && m == 0),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_date(text: &str) -> bool {
+        date_prefix(text.as_bytes()) == Some(text.len())
+    }
+
+    pub fn is_date_time(text: &str) -> bool {
+        let bytes = text.as_bytes();
+        match date_prefix(bytes) {
+            Some(used) if used == bytes.len() => true,
+            Some(10) if bytes.get(10) == Some(&b'T') => {
+                let rest = &bytes[11..];
+                clock(rest).is_some_and(|used| zone(&rest[used..]))
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_instant(text: &str) -> bool {
+        let bytes = text.as_bytes();
+        date_prefix(bytes) == Some(10) && bytes.get(10) == Some(&b'T') && is_date_time(text)
+    }
+
+    pub fn is_time(text: &str) -> bool {
+        clock(text.as_bytes()) == Some(text.len())
+    }
+
+    /// `[^\s]+( [^\s]+)*`
+    pub fn is_code(text: &str) -> bool {
+        !text.is_empty()
+            && !text.starts_with(' ')
+            && !text.ends_with(' ')
+            && !text.contains("  ")
+            && !text.chars().any(|c| c.is_whitespace() && c != ' ')
+    }
+
+    /// `urn:oid:[0-2](\.(0|[1-9][0-9]*))+`
+    pub fn is_oid(text: &str) -> bool {
+        let Some(rest) = text.strip_prefix("urn:oid:") else {
+            return false;
+        };
+        let mut arcs = rest.split('.');
+        let first_ok = matches!(arcs.next(), Some("0" | "1" | "2"));
+        let mut count = 0;
+        let rest_ok = arcs.all(|arc| {
+            count += 1;
+            !arc.is_empty()
+                && arc.bytes().all(|b| b.is_ascii_digit())
+                && (arc == "0" || !arc.starts_with('0'))
+        });
+        first_ok && count > 0 && rest_ok
+    }
+
+    /// `urn:uuid:` and a lower-case UUID.
+    pub fn is_uuid(text: &str) -> bool {
+        let Some(rest) = text.strip_prefix("urn:uuid:") else {
+            return false;
+        };
+        rest.len() == 36
+            && rest.bytes().enumerate().all(|(i, b)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+                }
+            })
+    }
+
+    pub fn is_base64(text: &str) -> bool {
+        text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace()
+        })
+    }
+}
 
 /// Checks one primitive value's JSON type and lexical form (datatypes.html#primitive).
 fn check_primitive(value: &Value, type_code: &str) -> Result<(), String> {
-    let Some(patterns) = PATTERNS.as_ref() else { return Ok(()) };
     match type_code {
-        "boolean" => value.is_boolean().then_some(()).ok_or_else(|| "Expected a JSON boolean (true or false)".to_string()),
+        "boolean" => value
+            .is_boolean()
+            .then_some(())
+            .ok_or_else(|| "Expected a JSON boolean (true or false)".to_string()),
         "integer" | "unsignedInt" | "positiveInt" => {
             let Some(number) = value.as_i64().filter(|n| i32::try_from(*n).is_ok()) else {
-                return Err(format!("Expected a whole JSON number within 32 bits ({type_code})"));
+                return Err(format!(
+                    "Expected a whole JSON number within 32 bits ({type_code})"
+                ));
             };
             match type_code {
                 "unsignedInt" if number < 0 => Err("unsignedInt must not be negative".into()),
@@ -345,25 +637,34 @@ fn check_primitive(value: &Value, type_code: &str) -> Result<(), String> {
                 _ => Ok(()),
             }
         }
-        "decimal" => value.is_number().then_some(()).ok_or_else(|| "Expected a JSON number (decimal)".to_string()),
+        "decimal" => value
+            .is_number()
+            .then_some(())
+            .ok_or_else(|| "Expected a JSON number (decimal)".to_string()),
         _ => {
             let Some(text) = value.as_str() else {
                 return Err(format!("Expected a JSON string ({type_code})"));
             };
             let valid = match type_code {
                 "id" => crate::fhir::is_valid_id(text),
-                "date" => patterns.date.is_match(text),
-                "dateTime" => patterns.date_time.is_match(text),
-                "instant" => patterns.instant.is_match(text),
-                "time" => patterns.time.is_match(text),
-                "code" => patterns.code.is_match(text),
-                "oid" => patterns.oid.is_match(text),
-                "uuid" => patterns.uuid.is_match(text),
-                "base64Binary" => patterns.base64.is_match(text),
-                "uri" | "url" | "canonical" => !text.is_empty() && !text.chars().any(char::is_whitespace),
+                "date" => lexical::is_date(text),
+                "dateTime" => lexical::is_date_time(text),
+                "instant" => lexical::is_instant(text),
+                "time" => lexical::is_time(text),
+                "code" => lexical::is_code(text),
+                "oid" => lexical::is_oid(text),
+                "uuid" => lexical::is_uuid(text),
+                "base64Binary" => lexical::is_base64(text),
+                "uri" | "url" | "canonical" => {
+                    !text.is_empty() && !text.chars().any(char::is_whitespace)
+                }
                 _ => !text.is_empty(),
             };
-            if valid { Ok(()) } else { Err(format!("'{}' is not a valid {type_code}", truncate(text))) }
+            if valid {
+                Ok(())
+            } else {
+                Err(format!("'{}' is not a valid {type_code}", truncate(text)))
+            }
         }
     }
 }
@@ -418,18 +719,86 @@ mod tests {
             "Patient.contained[0].resourceType",
             "Patient.multipleBirthInteger",
         ] {
-            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
         }
     }
 
     #[test]
     fn mandatory_elements_and_choices_are_checked() {
         let issues = check(r#"{"resourceType":"Observation","code":{"text":"x"}}"#);
-        assert_eq!(issues, vec![("required".to_string(), "Observation.status".to_string())]);
-        let issues = check(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"unit":"kg"}}"#);
+        assert_eq!(
+            issues,
+            vec![("required".to_string(), "Observation.status".to_string())]
+        );
+        let issues = check(
+            r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"unit":"kg"}}"#,
+        );
         assert!(issues.is_empty(), "{issues:?}");
-        let issues = check(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueFoo":1}"#);
-        assert_eq!(issues, vec![("structure".to_string(), "Observation.valueFoo".to_string())]);
+        let issues = check(
+            r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueFoo":1}"#,
+        );
+        assert_eq!(
+            issues,
+            vec![("structure".to_string(), "Observation.valueFoo".to_string())]
+        );
+    }
+
+    #[test]
+    fn date_and_time_forms_are_exact() {
+        for ok in ["2026", "2026-11", "2026-11-25"] {
+            assert!(lexical::is_date(ok), "{ok}");
+        }
+        for bad in [
+            "26",
+            "2026-1",
+            "2026-13",
+            "2026-11-32",
+            "2026-11-25T10:00:00Z",
+            "0000",
+            "2026-11-25 ",
+        ] {
+            assert!(!lexical::is_date(bad), "{bad}");
+        }
+        for ok in [
+            "2026",
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00.123+05:30",
+            "2026-11-25T23:59:60-14:00",
+        ] {
+            assert!(lexical::is_date_time(ok), "{ok}");
+        }
+        for bad in [
+            "2026-11-25T10:00Z",
+            "2026-11-25T10:00:00",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25T10:00:00+15:00",
+            "2026-11-25T10:00:00.Z",
+            "2026-11T10:00:00Z",
+        ] {
+            assert!(!lexical::is_date_time(bad), "{bad}");
+        }
+        assert!(
+            lexical::is_instant("2026-11-25T10:00:00.5Z") && !lexical::is_instant("2026-11-25")
+        );
+        assert!(lexical::is_time("10:00:00.25") && !lexical::is_time("10:00"));
+        assert!(
+            lexical::is_oid("urn:oid:2.16.840.1")
+                && !lexical::is_oid("urn:oid:3.1")
+                && !lexical::is_oid("urn:oid:1.02")
+        );
+        assert!(
+            lexical::is_uuid("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a")
+                && !lexical::is_uuid("urn:uuid:61EBE359-bfdc-4613-8bf2-c5e300945f0a")
+        );
+        assert!(
+            lexical::is_code("a b")
+                && !lexical::is_code("a  b")
+                && !lexical::is_code(" a")
+                && !lexical::is_code("a\tb")
+        );
     }
 
     #[test]

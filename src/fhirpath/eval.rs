@@ -11,7 +11,7 @@ use super::parse::{BinaryOp, Expr};
 use super::temporal::DateTimeValue;
 use super::types::{Namespace, TypeSpec, fhir_is_a};
 use super::{FhirPathError, Item, Options};
-use crate::fhir::structure::{element_keys, is_primitive, member_type};
+use crate::fhir::structure::{element_keys_ref, is_primitive, member_type};
 
 pub(super) type Collection<'a> = Vec<Item<'a>>;
 pub(super) type Result<T> = std::result::Result<T, FhirPathError>;
@@ -579,8 +579,8 @@ impl<'a> Engine<'a> {
             match item {
                 Item::Node { value, type_code } if !is_primitive(type_code) => {
                     let actual = node_type(value, type_code);
-                    for (key, child_type) in element_keys(actual, name) {
-                        self.push_children(value, &key, &child_type, &mut out)?;
+                    for (key, child_type) in element_keys_ref(actual, name) {
+                        self.push_children(value, key, child_type, &mut out)?;
                     }
                 }
                 Item::Node { .. } | Item::Valueless { .. } => {

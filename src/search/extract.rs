@@ -91,14 +91,21 @@ pub struct IndexRows {
 /// Extracts the index rows of `resource` for every parameter of its type.
 pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
     let mut rows = IndexRows::default();
-    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     for param in registry.params_of(resource_type) {
         // _id and _lastUpdated are columns of the resource row.
         if param.code == "_id" || param.code == "_lastUpdated" {
             continue;
         }
-        let Some(expression) = &param.expression else { continue };
-        let Ok(items) = evaluate(expression, resource) else { continue };
+        let Some(expression) = &param.expression else {
+            continue;
+        };
+        let Ok(items) = evaluate(expression, resource) else {
+            continue;
+        };
         if param.kind == ParamType::Composite {
             add_composites(&mut rows, &param.code, &param.components, &items, resource);
             continue;
@@ -119,8 +126,16 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
 
 /// For each element the composite selects, pairs every token of its first part with every
 /// value of its second part.
-fn add_composites(rows: &mut IndexRows, param: &str, components: &[(ParamType, crate::fhirpath::Expr)], items: &[Item<'_>], resource: &Value) {
-    let [(_, first), (second_kind, second)] = components else { return };
+fn add_composites(
+    rows: &mut IndexRows,
+    param: &str,
+    components: &[(ParamType, crate::fhirpath::Expr)],
+    items: &[Item<'_>],
+    resource: &Value,
+) {
+    let [(_, first), (second_kind, second)] = components else {
+        return;
+    };
     for item in items {
         let focus = std::slice::from_ref(item);
         let mut tokens = IndexRows::default();
@@ -132,15 +147,56 @@ fn add_composites(rows: &mut IndexRows, param: &str, components: &[(ParamType, c
             add_item(&mut values, param, *second_kind, &part);
         }
         let mut seconds: Vec<CompositeRow> = Vec::new();
-        let blank = CompositeRow { param: param.into(), system: String::new(), code: String::new(), v_system: String::new(), v_code: String::new(), low: None, high: None, start: None, end: None };
-        seconds.extend(values.tokens.iter().filter(|t| !t.code.is_empty()).map(|t| CompositeRow { v_system: t.system.clone(), v_code: t.code.clone(), ..blank.clone() }));
-        seconds.extend(values.strings.iter().map(|s| CompositeRow { v_code: s.normalized.clone(), ..blank.clone() }));
-        seconds.extend(values.references.iter().map(|r| CompositeRow { v_system: r.target_type.clone(), v_code: r.target_id.clone(), ..blank.clone() }));
-        seconds.extend(values.quantities.iter().map(|q| CompositeRow { v_system: q.system.clone(), v_code: q.code.clone(), low: Some(q.low), high: Some(q.high), ..blank.clone() }));
-        seconds.extend(values.dates.iter().map(|d| CompositeRow { start: Some(d.start), end: Some(d.end), ..blank.clone() }));
+        let blank = CompositeRow {
+            param: param.into(),
+            system: String::new(),
+            code: String::new(),
+            v_system: String::new(),
+            v_code: String::new(),
+            low: None,
+            high: None,
+            start: None,
+            end: None,
+        };
+        seconds.extend(
+            values
+                .tokens
+                .iter()
+                .filter(|t| !t.code.is_empty())
+                .map(|t| CompositeRow {
+                    v_system: t.system.clone(),
+                    v_code: t.code.clone(),
+                    ..blank.clone()
+                }),
+        );
+        seconds.extend(values.strings.iter().map(|s| CompositeRow {
+            v_code: s.normalized.clone(),
+            ..blank.clone()
+        }));
+        seconds.extend(values.references.iter().map(|r| CompositeRow {
+            v_system: r.target_type.clone(),
+            v_code: r.target_id.clone(),
+            ..blank.clone()
+        }));
+        seconds.extend(values.quantities.iter().map(|q| CompositeRow {
+            v_system: q.system.clone(),
+            v_code: q.code.clone(),
+            low: Some(q.low),
+            high: Some(q.high),
+            ..blank.clone()
+        }));
+        seconds.extend(values.dates.iter().map(|d| CompositeRow {
+            start: Some(d.start),
+            end: Some(d.end),
+            ..blank.clone()
+        }));
         for token in tokens.tokens.iter().filter(|t| !t.code.is_empty()) {
             for second in &seconds {
-                rows.composites.push(CompositeRow { system: token.system.clone(), code: token.code.clone(), ..second.clone() });
+                rows.composites.push(CompositeRow {
+                    system: token.system.clone(),
+                    code: token.code.clone(),
+                    ..second.clone()
+                });
             }
         }
     }
@@ -160,7 +216,10 @@ fn dedup<T: PartialEq>(rows: &mut Vec<T>) {
 pub fn normalize(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     use unicode_normalization::char::is_combining_mark;
-    text.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+    text.nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn text_of(value: &Value) -> Option<&str> {
@@ -172,7 +231,12 @@ fn add_item(rows: &mut IndexRows, param: &str, kind: ParamType, item: &Item<'_>)
         Item::Node { value, type_code } => (*value, type_code.as_str()),
         Item::Bool(b) => {
             if kind == ParamType::Token {
-                rows.tokens.push(TokenRow { param: param.into(), system: String::new(), code: b.to_string(), text: String::new() });
+                rows.tokens.push(TokenRow {
+                    param: param.into(),
+                    system: String::new(),
+                    code: b.to_string(),
+                    text: String::new(),
+                });
             }
             return;
         }
@@ -186,7 +250,10 @@ fn add_item(rows: &mut IndexRows, param: &str, kind: ParamType, item: &Item<'_>)
         ParamType::Number | ParamType::Quantity => add_quantity(rows, param, value, type_code),
         ParamType::Uri => {
             if let Some(uri) = text_of(value) {
-                rows.uris.push(UriRow { param: param.into(), uri: uri.to_string() });
+                rows.uris.push(UriRow {
+                    param: param.into(),
+                    uri: uri.to_string(),
+                });
             }
         }
         ParamType::Composite | ParamType::Special => {}
@@ -195,14 +262,26 @@ fn add_item(rows: &mut IndexRows, param: &str, kind: ParamType, item: &Item<'_>)
 
 fn push_string(rows: &mut IndexRows, param: &str, text: &str) {
     if !text.is_empty() {
-        rows.strings.push(StringRow { param: param.into(), normalized: normalize(text), exact: text.to_string() });
+        rows.strings.push(StringRow {
+            param: param.into(),
+            normalized: normalize(text),
+            exact: text.to_string(),
+        });
     }
 }
 
 fn add_strings(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str) {
     let parts: &[&str] = match type_code {
         "HumanName" => &["text", "family", "given", "prefix", "suffix"],
-        "Address" => &["text", "line", "city", "district", "state", "postalCode", "country"],
+        "Address" => &[
+            "text",
+            "line",
+            "city",
+            "district",
+            "state",
+            "postalCode",
+            "country",
+        ],
         _ => &[],
     };
     if parts.is_empty() {
@@ -236,9 +315,17 @@ fn coding_row(param: &str, coding: &Value) -> Option<TokenRow> {
     let code = coding.get("code").and_then(Value::as_str)?;
     Some(TokenRow {
         param: param.into(),
-        system: coding.get("system").and_then(Value::as_str).unwrap_or_default().to_string(),
+        system: coding
+            .get("system")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         code: code.to_string(),
-        text: coding.get("display").and_then(Value::as_str).map(normalize).unwrap_or_default(),
+        text: coding
+            .get("display")
+            .and_then(Value::as_str)
+            .map(normalize)
+            .unwrap_or_default(),
     })
 }
 
@@ -246,8 +333,17 @@ fn add_tokens(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str)
     match type_code {
         "Coding" => rows.tokens.extend(coding_row(param, value)),
         "CodeableConcept" => {
-            let text = value.get("text").and_then(Value::as_str).map(normalize).unwrap_or_default();
-            for coding in value.get("coding").and_then(Value::as_array).into_iter().flatten() {
+            let text = value
+                .get("text")
+                .and_then(Value::as_str)
+                .map(normalize)
+                .unwrap_or_default();
+            for coding in value
+                .get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(mut row) = coding_row(param, coding) {
                     if row.text.is_empty() {
                         row.text.clone_from(&text);
@@ -257,22 +353,43 @@ fn add_tokens(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str)
             }
             if !text.is_empty() {
                 // :text matches CodeableConcept.text even without codings.
-                rows.tokens.push(TokenRow { param: param.into(), system: String::new(), code: String::new(), text });
+                rows.tokens.push(TokenRow {
+                    param: param.into(),
+                    system: String::new(),
+                    code: String::new(),
+                    text,
+                });
             }
         }
         "Identifier" => {
             if let Some(code) = value.get("value").and_then(Value::as_str) {
-                let type_text = value.pointer("/type/text").and_then(Value::as_str).map(normalize).unwrap_or_default();
+                let type_text = value
+                    .pointer("/type/text")
+                    .and_then(Value::as_str)
+                    .map(normalize)
+                    .unwrap_or_default();
                 rows.tokens.push(TokenRow {
                     param: param.into(),
-                    system: value.get("system").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    system: value
+                        .get("system")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                     code: code.to_string(),
                     text: type_text,
                 });
                 // :of-type (type system|type code|value) is kept as a token of its own.
-                for coding in value.pointer("/type/coding").and_then(Value::as_array).into_iter().flatten() {
+                for coding in value
+                    .pointer("/type/coding")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(type_code) = coding.get("code").and_then(Value::as_str) {
-                        let type_system = coding.get("system").and_then(Value::as_str).unwrap_or_default();
+                        let type_system = coding
+                            .get("system")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
                         rows.tokens.push(TokenRow {
                             param: format!("{param}:of-type"),
                             system: format!("{type_system}|{type_code}"),
@@ -285,13 +402,31 @@ fn add_tokens(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str)
         }
         "ContactPoint" => {
             if let Some(code) = value.get("value").and_then(Value::as_str) {
-                let system = value.get("system").and_then(Value::as_str).unwrap_or_default();
-                rows.tokens.push(TokenRow { param: param.into(), system: system.to_string(), code: code.to_string(), text: String::new() });
+                let system = value
+                    .get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                rows.tokens.push(TokenRow {
+                    param: param.into(),
+                    system: system.to_string(),
+                    code: code.to_string(),
+                    text: String::new(),
+                });
             }
         }
         _ => match value {
-            Value::String(code) => rows.tokens.push(TokenRow { param: param.into(), system: String::new(), code: code.clone(), text: String::new() }),
-            Value::Bool(b) => rows.tokens.push(TokenRow { param: param.into(), system: String::new(), code: b.to_string(), text: String::new() }),
+            Value::String(code) => rows.tokens.push(TokenRow {
+                param: param.into(),
+                system: String::new(),
+                code: code.clone(),
+                text: String::new(),
+            }),
+            Value::Bool(b) => rows.tokens.push(TokenRow {
+                param: param.into(),
+                system: String::new(),
+                code: b.to_string(),
+                text: String::new(),
+            }),
             _ => {}
         },
     }
@@ -317,7 +452,12 @@ fn add_reference(rows: &mut IndexRows, param: &str, value: &Value, type_code: &s
     if type_code == "Reference"
         && let Some(identifier) = value.get("identifier")
     {
-        add_tokens(rows, &format!("{param}:identifier"), identifier, "Identifier");
+        add_tokens(
+            rows,
+            &format!("{param}:identifier"),
+            identifier,
+            "Identifier",
+        );
     }
     let Some(reference) = reference else { return };
     if reference.starts_with('#') {
@@ -330,9 +470,18 @@ fn add_reference(rows: &mut IndexRows, param: &str, value: &Value, type_code: &s
             param: param.into(),
             target_type,
             target_id,
-            url: if is_absolute { canonical.to_string() } else { String::new() },
+            url: if is_absolute {
+                canonical.to_string()
+            } else {
+                String::new()
+            },
         }),
-        None => rows.references.push(ReferenceRow { param: param.into(), target_type: String::new(), target_id: String::new(), url: canonical.to_string() }),
+        None => rows.references.push(ReferenceRow {
+            param: param.into(),
+            target_type: String::new(),
+            target_id: String::new(),
+            url: canonical.to_string(),
+        }),
     }
 }
 
@@ -345,20 +494,39 @@ fn add_date(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str) {
         "Period" => {
             let start = range_of(value.get("start")).map(|r| r.0);
             let end = range_of(value.get("end")).map(|r| r.1);
-            (start.is_some() || end.is_some()).then(|| (start.unwrap_or(DATE_MIN), end.unwrap_or(DATE_MAX)))
+            (start.is_some() || end.is_some())
+                .then(|| (start.unwrap_or(DATE_MIN), end.unwrap_or(DATE_MAX)))
         }
         "Timing" => {
-            let events: Vec<(Micros, Micros)> = value.get("event").and_then(Value::as_array).into_iter().flatten().filter_map(|e| range_of(Some(e))).collect();
+            let events: Vec<(Micros, Micros)> = value
+                .get("event")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| range_of(Some(e)))
+                .collect();
             let bounds = value.pointer("/repeat/boundsPeriod").map(|p| {
-                (range_of(p.get("start")).map_or(DATE_MIN, |r| r.0), range_of(p.get("end")).map_or(DATE_MAX, |r| r.1))
+                (
+                    range_of(p.get("start")).map_or(DATE_MIN, |r| r.0),
+                    range_of(p.get("end")).map_or(DATE_MAX, |r| r.1),
+                )
             });
             let all: Vec<(Micros, Micros)> = events.into_iter().chain(bounds).collect();
-            (!all.is_empty()).then(|| (all.iter().map(|r| r.0).min().unwrap_or(DATE_MIN), all.iter().map(|r| r.1).max().unwrap_or(DATE_MAX)))
+            (!all.is_empty()).then(|| {
+                (
+                    all.iter().map(|r| r.0).min().unwrap_or(DATE_MIN),
+                    all.iter().map(|r| r.1).max().unwrap_or(DATE_MAX),
+                )
+            })
         }
         _ => range_of(Some(value)),
     };
     if let Some((start, end)) = range {
-        rows.dates.push(DateRow { param: param.into(), start, end });
+        rows.dates.push(DateRow {
+            param: param.into(),
+            start,
+            end,
+        });
     }
 }
 
@@ -367,12 +535,23 @@ fn number(value: Option<&Value>) -> Option<f64> {
 }
 
 fn add_quantity(rows: &mut IndexRows, param: &str, value: &Value, type_code: &str) {
-    let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     match type_code {
         "Range" => {
             let low = value.get("low");
             let high = value.get("high");
-            let (Some(lo), Some(hi)) = (number(low.and_then(|l| l.get("value"))).or(Some(f64::NEG_INFINITY)), number(high.and_then(|h| h.get("value"))).or(Some(f64::INFINITY))) else { return };
+            let (Some(lo), Some(hi)) = (
+                number(low.and_then(|l| l.get("value"))).or(Some(f64::NEG_INFINITY)),
+                number(high.and_then(|h| h.get("value"))).or(Some(f64::INFINITY)),
+            ) else {
+                return;
+            };
             if lo.is_infinite() && hi.is_infinite() {
                 return;
             }
@@ -381,24 +560,54 @@ fn add_quantity(rows: &mut IndexRows, param: &str, value: &Value, type_code: &st
                 param: param.into(),
                 low: lo,
                 high: hi,
-                system: unit_source.get("system").and_then(Value::as_str).unwrap_or_default().to_string(),
-                code: unit_source.get("code").and_then(Value::as_str).unwrap_or_default().to_string(),
+                system: unit_source
+                    .get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                code: unit_source
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             });
         }
         "Money" => {
             if let Some(amount) = number(value.get("value")) {
-                rows.quantities.push(QuantityRow { param: param.into(), low: amount, high: amount, system: "urn:iso:std:iso:4217".into(), code: text("currency") });
+                rows.quantities.push(QuantityRow {
+                    param: param.into(),
+                    low: amount,
+                    high: amount,
+                    system: "urn:iso:std:iso:4217".into(),
+                    code: text("currency"),
+                });
             }
         }
         _ if value.is_object() => {
             if let Some(amount) = number(value.get("value")) {
-                let code = if value.get("code").is_some() { text("code") } else { text("unit") };
-                rows.quantities.push(QuantityRow { param: param.into(), low: amount, high: amount, system: text("system"), code });
+                let code = if value.get("code").is_some() {
+                    text("code")
+                } else {
+                    text("unit")
+                };
+                rows.quantities.push(QuantityRow {
+                    param: param.into(),
+                    low: amount,
+                    high: amount,
+                    system: text("system"),
+                    code,
+                });
             }
         }
         _ => {
             if let Some(amount) = value.as_f64() {
-                rows.quantities.push(QuantityRow { param: param.into(), low: amount, high: amount, system: String::new(), code: String::new() });
+                rows.quantities.push(QuantityRow {
+                    param: param.into(),
+                    low: amount,
+                    high: amount,
+                    system: String::new(),
+                    code: String::new(),
+                });
             }
         }
     }
@@ -418,13 +627,39 @@ mod tests {
                 "identifier":[{"system":"urn:mcd","value":"123"}],"gender":"female","managingOrganization":{"reference":"Organization/o1"},
                 "telecom":[{"system":"email","value":"a@b.org"}],"active":true}),
         );
-        assert!(rows.strings.iter().any(|r| r.param == "family" && r.normalized == "munoz" && r.exact == "Muñoz"));
-        assert!(rows.strings.iter().any(|r| r.param == "name" && r.normalized == "ana"));
-        assert!(rows.tokens.iter().any(|r| r.param == "identifier" && r.system == "urn:mcd" && r.code == "123"));
-        assert!(rows.tokens.iter().any(|r| r.param == "gender" && r.code == "female"));
-        assert!(rows.tokens.iter().any(|r| r.param == "email" && r.code == "a@b.org"));
-        assert!(rows.tokens.iter().any(|r| r.param == "active" && r.code == "true"));
-        assert!(rows.references.iter().any(|r| r.param == "organization" && r.target_type == "Organization" && r.target_id == "o1"));
+        assert!(
+            rows.strings
+                .iter()
+                .any(|r| r.param == "family" && r.normalized == "munoz" && r.exact == "Muñoz")
+        );
+        assert!(
+            rows.strings
+                .iter()
+                .any(|r| r.param == "name" && r.normalized == "ana")
+        );
+        assert!(
+            rows.tokens
+                .iter()
+                .any(|r| r.param == "identifier" && r.system == "urn:mcd" && r.code == "123")
+        );
+        assert!(
+            rows.tokens
+                .iter()
+                .any(|r| r.param == "gender" && r.code == "female")
+        );
+        assert!(
+            rows.tokens
+                .iter()
+                .any(|r| r.param == "email" && r.code == "a@b.org")
+        );
+        assert!(
+            rows.tokens
+                .iter()
+                .any(|r| r.param == "active" && r.code == "true")
+        );
+        assert!(rows.references.iter().any(|r| r.param == "organization"
+            && r.target_type == "Organization"
+            && r.target_id == "o1"));
         let birth = rows.dates.iter().find(|r| r.param == "birthdate").cloned();
         assert_eq!(birth.map(|r| (r.start, r.end)), parse_fhir_range("1990-02"));
     }
@@ -437,18 +672,51 @@ mod tests {
             &json!({"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8480-6","display":"Systolic"}],"text":"BP"},
                 "subject":{"reference":"Patient/p"},"effectivePeriod":{"start":"2026-01-01"},"valueQuantity":{"value":120.5,"system":"http://unitsofmeasure.org","code":"mm[Hg]"}}),
         );
-        assert!(rows.tokens.iter().any(|r| r.param == "code" && r.code == "8480-6" && r.text == "systolic"));
-        assert!(rows.references.iter().any(|r| r.param == "patient" && r.target_id == "p"));
-        assert!(rows.references.iter().any(|r| r.param == "subject" && r.target_type == "Patient"));
-        assert!(rows.quantities.iter().any(|r| r.param == "value-quantity" && r.low == 120.5 && r.code == "mm[Hg]"));
-        assert!(rows.dates.iter().any(|r| r.param == "date" && r.end == DATE_MAX));
-        assert!(rows.composites.iter().any(|r| r.param == "code-value-quantity" && r.code == "8480-6" && r.low == Some(120.5) && r.v_code == "mm[Hg]"));
+        assert!(
+            rows.tokens
+                .iter()
+                .any(|r| r.param == "code" && r.code == "8480-6" && r.text == "systolic")
+        );
+        assert!(
+            rows.references
+                .iter()
+                .any(|r| r.param == "patient" && r.target_id == "p")
+        );
+        assert!(
+            rows.references
+                .iter()
+                .any(|r| r.param == "subject" && r.target_type == "Patient")
+        );
+        assert!(
+            rows.quantities
+                .iter()
+                .any(|r| r.param == "value-quantity" && r.low == 120.5 && r.code == "mm[Hg]")
+        );
+        assert!(
+            rows.dates
+                .iter()
+                .any(|r| r.param == "date" && r.end == DATE_MAX)
+        );
+        assert!(
+            rows.composites
+                .iter()
+                .any(|r| r.param == "code-value-quantity"
+                    && r.code == "8480-6"
+                    && r.low == Some(120.5)
+                    && r.v_code == "mm[Hg]")
+        );
     }
 
     #[test]
     fn references_split_into_type_and_id() {
-        assert_eq!(split_reference("Patient/1"), Some(("Patient".into(), "1".into())));
-        assert_eq!(split_reference("http://x/fhir/Patient/1/_history/3"), Some(("Patient".into(), "1".into())));
+        assert_eq!(
+            split_reference("Patient/1"),
+            Some(("Patient".into(), "1".into()))
+        );
+        assert_eq!(
+            split_reference("http://x/fhir/Patient/1/_history/3"),
+            Some(("Patient".into(), "1".into()))
+        );
         assert_eq!(split_reference("urn:uuid:0b2e"), None);
         assert_eq!(normalize("ÉLODIE Ñú"), "elodie nu");
     }

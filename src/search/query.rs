@@ -28,14 +28,36 @@ pub enum Prefix {
 pub enum SearchValue {
     String(String),
     /// `system|code`: `None` = any system, `Some("")` = no system; `code` `None` = any code.
-    Token { system: Option<String>, code: Option<String> },
-    Reference { target_type: Option<String>, id: Option<String>, url: Option<String> },
-    Date { prefix: Prefix, start: Micros, end: Micros },
+    Token {
+        system: Option<String>,
+        code: Option<String>,
+    },
+    Reference {
+        target_type: Option<String>,
+        id: Option<String>,
+        url: Option<String>,
+    },
+    Date {
+        prefix: Prefix,
+        start: Micros,
+        end: Micros,
+    },
     /// Numbers and quantities: the search value's precision-implied range `[low, high)`.
-    Quantity { prefix: Prefix, value: f64, low: f64, high: f64, system: Option<String>, code: Option<String> },
+    Quantity {
+        prefix: Prefix,
+        value: f64,
+        low: f64,
+        high: f64,
+        system: Option<String>,
+        code: Option<String>,
+    },
     Uri(String),
     /// `token$value` of a composite parameter; `second` is typed by the second part.
-    Composite { system: Option<String>, code: String, second: Box<SearchValue> },
+    Composite {
+        system: Option<String>,
+        code: String,
+        second: Box<SearchValue>,
+    },
 }
 
 /// Modifiers (search.html#modifiers).
@@ -60,14 +82,28 @@ pub enum Modifier {
 pub enum Condition {
     Id(Vec<String>),
     LastUpdated(Vec<SearchValue>),
-    Match { param: Arc<SearchParam>, modifier: Modifier, values: Vec<SearchValue> },
-    Missing { param: Arc<SearchParam>, missing: bool },
+    Match {
+        param: Arc<SearchParam>,
+        modifier: Modifier,
+        values: Vec<SearchValue>,
+    },
+    Missing {
+        param: Arc<SearchParam>,
+        missing: bool,
+    },
     /// `param.inner` / `param:Type.inner`: resources whose reference points at a resource of one of
     /// `target_types` satisfying `inner` (one condition per target type, OR-ed).
-    Chain { param: Arc<SearchParam>, targets: Vec<(String, Condition)> },
+    Chain {
+        param: Arc<SearchParam>,
+        targets: Vec<(String, Condition)>,
+    },
     /// `_has:Type:param:inner`: resources referenced by a `source_type` resource through
     /// `reference_param` that satisfies `inner`.
-    Has { source_type: String, reference_param: String, inner: Box<Condition> },
+    Has {
+        source_type: String,
+        reference_param: String,
+        inner: Box<Condition>,
+    },
     /// Any of these (compartment membership through any of several parameters).
     AnyOf(Vec<Condition>),
     /// All of these (a query-constrained scope's parameters).
@@ -87,9 +123,18 @@ fn unknown(param: &str, message: impl Into<String>) -> FhirError {
 
 /// Parses one `name=value` pair for `resource_type` into a condition. An unknown parameter or
 /// modifier is an `Err` with issue code `not-supported`; a malformed value is `value`.
-pub fn parse_condition(registry: &Registry, resource_type: &str, name: &str, value: &str, depth: usize) -> Result<Condition, FhirError> {
+pub fn parse_condition(
+    registry: &Registry,
+    resource_type: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Condition, FhirError> {
     if depth > MAX_CHAIN_DEPTH {
-        return Err(invalid(name, format!("Chains and _has are limited to {MAX_CHAIN_DEPTH} levels")));
+        return Err(invalid(
+            name,
+            format!("Chains and _has are limited to {MAX_CHAIN_DEPTH} levels"),
+        ));
     }
     if let Some(rest) = name.strip_prefix("_has:") {
         return parse_has(registry, resource_type, name, rest, value, depth);
@@ -106,25 +151,47 @@ pub fn parse_condition(registry: &Registry, resource_type: &str, name: &str, val
         if modifier_text.is_some() {
             return Err(unknown(name, "_id takes no modifier"));
         }
-        return Ok(Condition::Id(value.split(',').map(str::to_string).collect()));
+        return Ok(Condition::Id(
+            value.split(',').map(str::to_string).collect(),
+        ));
     }
     let Some(param) = registry.get(resource_type, code).cloned() else {
-        return Err(unknown(name, format!("Unknown search parameter '{code}' for {resource_type}")));
+        return Err(unknown(
+            name,
+            format!("Unknown search parameter '{code}' for {resource_type}"),
+        ));
     };
     if modifier_text == Some("missing") {
         return match value {
-            "true" => Ok(Condition::Missing { param, missing: true }),
-            "false" => Ok(Condition::Missing { param, missing: false }),
+            "true" => Ok(Condition::Missing {
+                param,
+                missing: true,
+            }),
+            "false" => Ok(Condition::Missing {
+                param,
+                missing: false,
+            }),
             _ => Err(invalid(name, ":missing takes true or false")),
         };
     }
     let modifier = parse_modifier(&param, modifier_text, name)?;
     if code == "_lastUpdated" {
-        let values = split_values(value).iter().map(|v| parse_date(name, v)).collect::<Result<_, _>>()?;
+        let values = split_values(value)
+            .iter()
+            .map(|v| parse_date(name, v))
+            .collect::<Result<_, _>>()?;
         return Ok(Condition::LastUpdated(values));
     }
-    if param.kind == ParamType::Special || (param.kind == ParamType::Composite && param.components.len() != 2) {
-        return Err(unknown(name, format!("Search parameter '{code}' ({}) is not supported", param.kind.as_str())));
+    if param.kind == ParamType::Special
+        || (param.kind == ParamType::Composite && param.components.len() != 2)
+    {
+        return Err(unknown(
+            name,
+            format!(
+                "Search parameter '{code}' ({}) is not supported",
+                param.kind.as_str()
+            ),
+        ));
     }
     let values = split_values(value)
         .iter()
@@ -133,11 +200,21 @@ pub fn parse_condition(registry: &Registry, resource_type: &str, name: &str, val
     if values.is_empty() {
         return Err(invalid(name, format!("'{name}' has no value")));
     }
-    Ok(Condition::Match { param, modifier, values })
+    Ok(Condition::Match {
+        param,
+        modifier,
+        values,
+    })
 }
 
-fn parse_modifier(param: &SearchParam, modifier: Option<&str>, name: &str) -> Result<Modifier, FhirError> {
-    let Some(text) = modifier else { return Ok(Modifier::None) };
+fn parse_modifier(
+    param: &SearchParam,
+    modifier: Option<&str>,
+    name: &str,
+) -> Result<Modifier, FhirError> {
+    let Some(text) = modifier else {
+        return Ok(Modifier::None);
+    };
     let allowed = match (param.kind, text) {
         (ParamType::String, "exact") => Modifier::Exact,
         (ParamType::String, "contains") => Modifier::Contains,
@@ -149,11 +226,23 @@ fn parse_modifier(param: &SearchParam, modifier: Option<&str>, name: &str) -> Re
         (ParamType::Reference, "identifier") => Modifier::Identifier,
         (ParamType::Reference, other) if crate::fhir::is_resource_type(other) => {
             if !param.targets.is_empty() && !param.targets.iter().any(|t| t == other) {
-                return Err(invalid(name, format!("'{}' cannot refer to {other}", param.code)));
+                return Err(invalid(
+                    name,
+                    format!("'{}' cannot refer to {other}", param.code),
+                ));
             }
             Modifier::Type(other.to_string())
         }
-        _ => return Err(unknown(name, format!("Modifier ':{text}' is not supported on '{}' ({})", param.code, param.kind.as_str()))),
+        _ => {
+            return Err(unknown(
+                name,
+                format!(
+                    "Modifier ':{text}' is not supported on '{}' ({})",
+                    param.code,
+                    param.kind.as_str()
+                ),
+            ));
+        }
     };
     Ok(allowed)
 }
@@ -201,7 +290,9 @@ fn split_pipe(value: &str) -> Option<(String, String)> {
     for (index, c) in value.char_indices() {
         match c {
             '\\' if !escaped => escaped = true,
-            '|' if !escaped => return Some((unescape(&value[..index]), unescape(&value[index + 1..]))),
+            '|' if !escaped => {
+                return Some((unescape(&value[..index]), unescape(&value[index + 1..])));
+            }
             _ => escaped = false,
         }
     }
@@ -232,7 +323,12 @@ fn parse_prefix(value: &str) -> (Prefix, &str) {
 
 fn parse_date(name: &str, value: &str) -> Result<SearchValue, FhirError> {
     let (prefix, rest) = parse_prefix(value);
-    let (start, end) = parse_fhir_range(rest).ok_or_else(|| invalid(name, format!("'{value}' is not a date such as 2026-01-31 or ge2026-01-31T10:00:00Z")))?;
+    let (start, end) = parse_fhir_range(rest).ok_or_else(|| {
+        invalid(
+            name,
+            format!("'{value}' is not a date such as 2026-01-31 or ge2026-01-31T10:00:00Z"),
+        )
+    })?;
     Ok(SearchValue::Date { prefix, start, end })
 }
 
@@ -240,7 +336,11 @@ fn parse_date(name: &str, value: &str) -> Result<SearchValue, FhirError> {
 /// [99.5, 100.5), `1e2` is [50, 150)).
 fn parse_number(name: &str, text: &str) -> Result<(f64, f64, f64), FhirError> {
     let bad = || invalid(name, format!("'{text}' is not a number"));
-    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')) {
+    if text.is_empty()
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+    {
         return Err(bad());
     }
     let value: f64 = text.parse().map_err(|_| bad())?;
@@ -251,12 +351,19 @@ fn parse_number(name: &str, text: &str) -> Result<(f64, f64, f64), FhirError> {
         Some((m, e)) => (m, e.parse::<i32>().map_err(|_| bad())?),
         None => (text, 0),
     };
-    let decimals = mantissa.split_once('.').map_or(0, |(_, fraction)| fraction.len() as i32);
+    let decimals = mantissa
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len() as i32);
     let half_step = 0.5 * 10f64.powi(exponent - decimals);
     Ok((value, value - half_step, value + half_step))
 }
 
-fn parse_value(param: &SearchParam, modifier: &Modifier, name: &str, raw: &str) -> Result<SearchValue, FhirError> {
+fn parse_value(
+    param: &SearchParam,
+    modifier: &Modifier,
+    name: &str,
+    raw: &str,
+) -> Result<SearchValue, FhirError> {
     Ok(match param.kind {
         ParamType::String => SearchValue::String(unescape(raw)),
         ParamType::Uri => SearchValue::Uri(unescape(raw)),
@@ -270,18 +377,33 @@ fn parse_value(param: &SearchParam, modifier: &Modifier, name: &str, raw: &str) 
                 let [system, code, value] = parts.as_slice() else {
                     return Err(invalid(name, ":of-type takes type-system|type-code|value"));
                 };
-                return Ok(SearchValue::Token { system: Some(format!("{system}|{code}")), code: Some(unescape(value)) });
+                return Ok(SearchValue::Token {
+                    system: Some(format!("{system}|{code}")),
+                    code: Some(unescape(value)),
+                });
             }
             match split_pipe(raw) {
-                Some((system, code)) => SearchValue::Token { system: Some(system), code: (!code.is_empty()).then_some(code) },
-                None => SearchValue::Token { system: None, code: Some(unescape(raw)) },
+                Some((system, code)) => SearchValue::Token {
+                    system: Some(system),
+                    code: (!code.is_empty()).then_some(code),
+                },
+                None => SearchValue::Token {
+                    system: None,
+                    code: Some(unescape(raw)),
+                },
             }
         }
         ParamType::Reference => {
             if *modifier == Modifier::Identifier {
                 return Ok(match split_pipe(raw) {
-                    Some((system, code)) => SearchValue::Token { system: Some(system), code: (!code.is_empty()).then_some(code) },
-                    None => SearchValue::Token { system: None, code: Some(unescape(raw)) },
+                    Some((system, code)) => SearchValue::Token {
+                        system: Some(system),
+                        code: (!code.is_empty()).then_some(code),
+                    },
+                    None => SearchValue::Token {
+                        system: None,
+                        code: Some(unescape(raw)),
+                    },
                 });
             }
             let raw = unescape(raw);
@@ -290,19 +412,35 @@ fn parse_value(param: &SearchParam, modifier: &Modifier, name: &str, raw: &str) 
                 _ => None,
             };
             if raw.contains("://") || raw.starts_with("urn:") {
-                let (target_type, id) = super::extract::split_reference(&raw).map_or((None, None), |(t, i)| (Some(t), Some(i)));
-                SearchValue::Reference { target_type: target_type.or(forced_type), id, url: Some(raw.split('|').next().unwrap_or_default().to_string()) }
+                let (target_type, id) = super::extract::split_reference(&raw)
+                    .map_or((None, None), |(t, i)| (Some(t), Some(i)));
+                SearchValue::Reference {
+                    target_type: target_type.or(forced_type),
+                    id,
+                    url: Some(raw.split('|').next().unwrap_or_default().to_string()),
+                }
             } else if let Some((target_type, id)) = raw.split_once('/') {
                 if !crate::fhir::is_resource_type(target_type) || !crate::fhir::is_valid_id(id) {
-                    return Err(invalid(name, format!("'{raw}' is not a reference such as Patient/123")));
+                    return Err(invalid(
+                        name,
+                        format!("'{raw}' is not a reference such as Patient/123"),
+                    ));
                 }
-                SearchValue::Reference { target_type: Some(target_type.to_string()), id: Some(id.to_string()), url: None }
+                SearchValue::Reference {
+                    target_type: Some(target_type.to_string()),
+                    id: Some(id.to_string()),
+                    url: None,
+                }
             } else {
                 if !crate::fhir::is_valid_id(&raw) {
                     return Err(invalid(name, format!("'{raw}' is not a resource id")));
                 }
                 let single_target = (param.targets.len() == 1).then(|| param.targets[0].clone());
-                SearchValue::Reference { target_type: forced_type.or(single_target), id: Some(raw), url: None }
+                SearchValue::Reference {
+                    target_type: forced_type.or(single_target),
+                    id: Some(raw),
+                    url: None,
+                }
             }
         }
         ParamType::Date => parse_date(name, raw)?,
@@ -316,41 +454,80 @@ fn parse_value(param: &SearchParam, modifier: &Modifier, name: &str, raw: &str) 
                 return Err(invalid(name, "a number parameter takes no unit"));
             }
             let (value, low, high) = parse_number(name, number)?;
-            SearchValue::Quantity { prefix, value, low, high, system, code }
+            SearchValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            }
         }
         ParamType::Composite => {
             let Some((first, second)) = raw.split_once('$') else {
-                return Err(invalid(name, format!("'{raw}' is not a composite value such as code$value")));
+                return Err(invalid(
+                    name,
+                    format!("'{raw}' is not a composite value such as code$value"),
+                ));
             };
             let (system, code) = match split_pipe(first) {
                 Some((system, code)) => (Some(system), code),
                 None => (None, unescape(first)),
             };
-            let Some((second_kind, _)) = param.components.get(1) else { return Err(unknown(name, "not supported")) };
-            let part = SearchParam { kind: *second_kind, components: Vec::new(), ..param.clone() };
+            let Some((second_kind, _)) = param.components.get(1) else {
+                return Err(unknown(name, "not supported"));
+            };
+            let part = SearchParam {
+                kind: *second_kind,
+                components: Vec::new(),
+                ..param.clone()
+            };
             let second = parse_value(&part, &Modifier::None, name, second)?;
-            SearchValue::Composite { system, code, second: Box::new(second) }
+            SearchValue::Composite {
+                system,
+                code,
+                second: Box::new(second),
+            }
         }
         ParamType::Special => return Err(unknown(name, "not supported")),
     })
 }
 
-fn parse_chain(registry: &Registry, resource_type: &str, name: &str, head: &str, tail: &str, value: &str, depth: usize) -> Result<Condition, FhirError> {
+fn parse_chain(
+    registry: &Registry,
+    resource_type: &str,
+    name: &str,
+    head: &str,
+    tail: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Condition, FhirError> {
     let (code, forced_type) = match head.split_once(':') {
         Some((code, target)) => (code, Some(target)),
         None => (head, None),
     };
     let Some(param) = registry.get(resource_type, code).cloned() else {
-        return Err(unknown(name, format!("Unknown search parameter '{code}' for {resource_type}")));
+        return Err(unknown(
+            name,
+            format!("Unknown search parameter '{code}' for {resource_type}"),
+        ));
     };
     if param.kind != ParamType::Reference {
-        return Err(invalid(name, format!("'{code}' is not a reference parameter, so it cannot be chained")));
+        return Err(invalid(
+            name,
+            format!("'{code}' is not a reference parameter, so it cannot be chained"),
+        ));
     }
     let candidates: Vec<String> = match forced_type {
         Some(target) if crate::fhir::is_resource_type(target) => vec![target.to_string()],
         Some(target) => return Err(unknown(name, format!("'{target}' is not a resource type"))),
         None if !param.targets.is_empty() => param.targets.clone(),
-        None => return Err(invalid(name, format!("'{code}' can refer to any type; name one, as in {code}:Patient.name"))),
+        None => {
+            return Err(invalid(
+                name,
+                format!("'{code}' can refer to any type; name one, as in {code}:Patient.name"),
+            ));
+        }
     };
     let mut targets = Vec::new();
     let mut last_error = None;
@@ -361,31 +538,58 @@ fn parse_chain(registry: &Registry, resource_type: &str, name: &str, head: &str,
         }
     }
     if targets.is_empty() {
-        return Err(last_error.unwrap_or_else(|| unknown(name, "no target type has this parameter")));
+        return Err(
+            last_error.unwrap_or_else(|| unknown(name, "no target type has this parameter"))
+        );
     }
     Ok(Condition::Chain { param, targets })
 }
 
-fn parse_has(registry: &Registry, resource_type: &str, name: &str, rest: &str, value: &str, depth: usize) -> Result<Condition, FhirError> {
+fn parse_has(
+    registry: &Registry,
+    resource_type: &str,
+    name: &str,
+    rest: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Condition, FhirError> {
     // rest = Type:referenceParam:innerName (innerName may itself be _has:...)
     let mut parts = rest.splitn(3, ':');
-    let (Some(source_type), Some(reference_param), Some(inner_name)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(source_type), Some(reference_param), Some(inner_name)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
         return Err(invalid(name, "_has takes _has:Type:reference:parameter"));
     };
     if !crate::fhir::is_resource_type(source_type) {
-        return Err(unknown(name, format!("'{source_type}' is not a resource type")));
+        return Err(unknown(
+            name,
+            format!("'{source_type}' is not a resource type"),
+        ));
     }
     let Some(reference) = registry.get(source_type, reference_param) else {
-        return Err(unknown(name, format!("Unknown search parameter '{reference_param}' for {source_type}")));
+        return Err(unknown(
+            name,
+            format!("Unknown search parameter '{reference_param}' for {source_type}"),
+        ));
     };
     if reference.kind != ParamType::Reference {
-        return Err(invalid(name, format!("'{reference_param}' is not a reference parameter")));
+        return Err(invalid(
+            name,
+            format!("'{reference_param}' is not a reference parameter"),
+        ));
     }
     if !reference.targets.is_empty() && !reference.targets.iter().any(|t| t == resource_type) {
-        return Err(invalid(name, format!("{source_type}.{reference_param} cannot refer to {resource_type}")));
+        return Err(invalid(
+            name,
+            format!("{source_type}.{reference_param} cannot refer to {resource_type}"),
+        ));
     }
     let inner = parse_condition(registry, source_type, inner_name, value, depth + 1)?;
-    Ok(Condition::Has { source_type: source_type.to_string(), reference_param: reference_param.to_string(), inner: Box::new(inner) })
+    Ok(Condition::Has {
+        source_type: source_type.to_string(),
+        reference_param: reference_param.to_string(),
+        inner: Box::new(inner),
+    })
 }
 
 #[cfg(test)]
@@ -398,21 +602,59 @@ mod tests {
 
     #[test]
     fn values_are_typed_by_the_parameter() {
-        let Ok(Condition::Match { values, .. }) = parse("Patient", "identifier", "http://x|1\\,2,|3,4") else { panic!() };
+        let Ok(Condition::Match { values, .. }) =
+            parse("Patient", "identifier", "http://x|1\\,2,|3,4")
+        else {
+            panic!()
+        };
         assert_eq!(
             values,
             vec![
-                SearchValue::Token { system: Some("http://x".into()), code: Some("1,2".into()) },
-                SearchValue::Token { system: Some(String::new()), code: Some("3".into()) },
-                SearchValue::Token { system: None, code: Some("4".into()) },
+                SearchValue::Token {
+                    system: Some("http://x".into()),
+                    code: Some("1,2".into())
+                },
+                SearchValue::Token {
+                    system: Some(String::new()),
+                    code: Some("3".into())
+                },
+                SearchValue::Token {
+                    system: None,
+                    code: Some("4".into())
+                },
             ]
         );
-        let Ok(Condition::Match { values, .. }) = parse("Observation", "value-quantity", "le5.40|http://unitsofmeasure.org|mg") else { panic!() };
-        let SearchValue::Quantity { prefix, low, high, code, .. } = &values[0] else { panic!() };
+        let Ok(Condition::Match { values, .. }) = parse(
+            "Observation",
+            "value-quantity",
+            "le5.40|http://unitsofmeasure.org|mg",
+        ) else {
+            panic!()
+        };
+        let SearchValue::Quantity {
+            prefix,
+            low,
+            high,
+            code,
+            ..
+        } = &values[0]
+        else {
+            panic!()
+        };
         assert_eq!((*prefix, code.as_deref()), (Prefix::Le, Some("mg")));
         assert!((low - 5.395).abs() < 1e-9 && (high - 5.405).abs() < 1e-9);
-        let Ok(Condition::Match { values, .. }) = parse("Observation", "subject", "Patient/1") else { panic!() };
-        assert_eq!(values[0], SearchValue::Reference { target_type: Some("Patient".into()), id: Some("1".into()), url: None });
+        let Ok(Condition::Match { values, .. }) = parse("Observation", "subject", "Patient/1")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            values[0],
+            SearchValue::Reference {
+                target_type: Some("Patient".into()),
+                id: Some("1".into()),
+                url: None
+            }
+        );
     }
 
     #[test]
@@ -427,17 +669,48 @@ mod tests {
         assert_eq!(code(parse("Patient", "birthdate", "xx2020")), "value");
         assert_eq!(code(parse("Observation", "value-quantity", "abc")), "value");
         assert_eq!(code(parse("Patient", "name:missing", "maybe")), "value");
-        assert_eq!(code(parse("Observation", "subject:Patient.name", "x")), "ok");
-        assert_eq!(code(parse("Patient", "_has:Observation:subject:code", "1")), "ok");
-        assert_eq!(code(parse("Patient", "_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:code", "1")), "value");
+        assert_eq!(
+            code(parse("Observation", "subject:Patient.name", "x")),
+            "ok"
+        );
+        assert_eq!(
+            code(parse("Patient", "_has:Observation:subject:code", "1")),
+            "ok"
+        );
+        assert_eq!(
+            code(parse(
+                "Patient",
+                "_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:code",
+                "1"
+            )),
+            "value"
+        );
     }
 
     #[test]
     fn composite_values_pair_a_token_with_a_typed_value() {
-        let Ok(Condition::Match { values, .. }) = parse("Observation", "code-value-quantity", "http://loinc.org|8480-6$lt60") else { panic!() };
-        let SearchValue::Composite { system, code, second } = &values[0] else { panic!() };
-        assert_eq!((system.as_deref(), code.as_str()), (Some("http://loinc.org"), "8480-6"));
-        assert!(matches!(**second, SearchValue::Quantity { prefix: Prefix::Lt, value, .. } if value == 60.0));
+        let Ok(Condition::Match { values, .. }) = parse(
+            "Observation",
+            "code-value-quantity",
+            "http://loinc.org|8480-6$lt60",
+        ) else {
+            panic!()
+        };
+        let SearchValue::Composite {
+            system,
+            code,
+            second,
+        } = &values[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (system.as_deref(), code.as_str()),
+            (Some("http://loinc.org"), "8480-6")
+        );
+        assert!(
+            matches!(**second, SearchValue::Quantity { prefix: Prefix::Lt, value, .. } if value == 60.0)
+        );
     }
 
     #[test]

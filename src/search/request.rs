@@ -61,12 +61,29 @@ pub struct SearchRequest {
 }
 
 fn number(name: &str, value: &str) -> Result<i64, FhirError> {
-    value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| FhirError::invalid(Issue::error("value", format!("{name} must be a whole number of 0 or more")).at(name.to_string())))
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            FhirError::invalid(
+                Issue::error(
+                    "value",
+                    format!("{name} must be a whole number of 0 or more"),
+                )
+                .at(name.to_string()),
+            )
+        })
 }
 
 /// Parses the parameters of a search on `resource_type` (for a system search, the parameters
 /// are read as those of `Resource`, valid on every type).
-pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String, String)], strict: bool) -> Result<SearchRequest, FhirError> {
+pub fn parse_request(
+    registry: &Registry,
+    resource_type: &str,
+    params: &[(String, String)],
+    strict: bool,
+) -> Result<SearchRequest, FhirError> {
     let mut request = SearchRequest {
         conditions: Vec::new(),
         sort: Vec::new(),
@@ -107,7 +124,12 @@ pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String
                     "none" => Total::None,
                     "estimate" => Total::Estimate,
                     "accurate" => Total::Accurate,
-                    _ => return Err(FhirError::invalid(Issue::error("value", "_total takes none, estimate or accurate").at("_total"))),
+                    _ => {
+                        return Err(FhirError::invalid(
+                            Issue::error("value", "_total takes none, estimate or accurate")
+                                .at("_total"),
+                        ));
+                    }
                 };
                 true
             }
@@ -118,18 +140,37 @@ pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String
                     "data" => Summary::Data,
                     "count" => Summary::Count,
                     "false" => Summary::False,
-                    _ => return Err(FhirError::invalid(Issue::error("value", "_summary takes true, text, data, count or false").at("_summary"))),
+                    _ => {
+                        return Err(FhirError::invalid(
+                            Issue::error(
+                                "value",
+                                "_summary takes true, text, data, count or false",
+                            )
+                            .at("_summary"),
+                        ));
+                    }
                 });
                 true
             }
             "_elements" => {
-                request.elements.extend(value.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()));
+                request.elements.extend(
+                    value
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty()),
+                );
                 true
             }
             "_type" => {
                 for resource_type in value.split(',') {
                     if !crate::fhir::is_resource_type(resource_type) {
-                        return Err(FhirError::invalid(Issue::error("value", format!("Unknown resource type '{resource_type}' in _type")).at("_type")));
+                        return Err(FhirError::invalid(
+                            Issue::error(
+                                "value",
+                                format!("Unknown resource type '{resource_type}' in _type"),
+                            )
+                            .at("_type"),
+                        ));
                     }
                     request.types.push(resource_type.to_string());
                 }
@@ -145,15 +186,31 @@ pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String
                         "_lastUpdated" => SortKey::LastUpdated { descending },
                         "_id" => SortKey::Id { descending },
                         _ => match registry.get(resource_type, code) {
-                            Some(param) if !matches!(param.kind, ParamType::Composite | ParamType::Special) => {
-                                SortKey::Param { code: code.to_string(), kind: param.kind, descending }
+                            Some(param)
+                                if !matches!(
+                                    param.kind,
+                                    ParamType::Composite | ParamType::Special
+                                ) =>
+                            {
+                                SortKey::Param {
+                                    code: code.to_string(),
+                                    kind: param.kind,
+                                    descending,
+                                }
                             }
                             _ => {
-                                let issue = Issue::error("not-supported", format!("Cannot sort by '{code}'")).at("_sort");
+                                let issue = Issue::error(
+                                    "not-supported",
+                                    format!("Cannot sort by '{code}'"),
+                                )
+                                .at("_sort");
                                 if strict {
                                     return Err(FhirError::invalid(issue));
                                 }
-                                request.ignored.push(Issue { severity: crate::fhir::outcome::Severity::Warning, ..issue });
+                                request.ignored.push(Issue {
+                                    severity: crate::fhir::outcome::Severity::Warning,
+                                    ..issue
+                                });
                                 continue;
                             }
                         },
@@ -177,12 +234,16 @@ pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String
                     request.conditions.push(condition);
                     true
                 }
-                Err(FhirError::Invalid(issues)) if !strict && issues.iter().all(|i| i.code == "not-supported") => {
-                    request.ignored.extend(issues.into_iter().map(|issue| Issue {
-                        severity: crate::fhir::outcome::Severity::Warning,
-                        diagnostics: format!("{} (parameter ignored)", issue.diagnostics),
-                        ..issue
-                    }));
+                Err(FhirError::Invalid(issues))
+                    if !strict && issues.iter().all(|i| i.code == "not-supported") =>
+                {
+                    request
+                        .ignored
+                        .extend(issues.into_iter().map(|issue| Issue {
+                            severity: crate::fhir::outcome::Severity::Warning,
+                            diagnostics: format!("{} (parameter ignored)", issue.diagnostics),
+                            ..issue
+                        }));
                     false
                 }
                 Err(err) => return Err(err),
@@ -195,11 +256,24 @@ pub fn parse_request(registry: &Registry, resource_type: &str, params: &[(String
     Ok(request)
 }
 
-fn parse_include(registry: &Registry, name: &str, value: &str, iterate: bool) -> Result<Include, FhirError> {
-    let bad = |message: String| FhirError::invalid(Issue::error("value", message).at(name.to_string()));
+fn parse_include(
+    registry: &Registry,
+    name: &str,
+    value: &str,
+    iterate: bool,
+) -> Result<Include, FhirError> {
+    let bad =
+        |message: String| FhirError::invalid(Issue::error("value", message).at(name.to_string()));
     let parts: Vec<&str> = value.split(':').collect();
     let (source_type, param, target_type) = match parts.as_slice() {
-        ["*"] => return Ok(Include { source_type: "*".into(), param: None, target_type: None, iterate }),
+        ["*"] => {
+            return Ok(Include {
+                source_type: "*".into(),
+                param: None,
+                target_type: None,
+                iterate,
+            });
+        }
         [source, param] => (*source, *param, None),
         [source, param, target] => (*source, *param, Some(*target)),
         _ => return Err(bad(format!("'{value}' is not Type:parameter[:targetType]"))),
@@ -217,18 +291,33 @@ fn parse_include(registry: &Registry, name: &str, value: &str, iterate: bool) ->
     } else {
         match registry.get(source_type, param) {
             Some(p) if p.kind == ParamType::Reference => Some(param.to_string()),
-            _ => return Err(bad(format!("'{param}' is not a reference parameter of {source_type}"))),
+            _ => {
+                return Err(bad(format!(
+                    "'{param}' is not a reference parameter of {source_type}"
+                )));
+            }
         }
     };
-    Ok(Include { source_type: source_type.to_string(), param, target_type: target_type.map(str::to_string), iterate })
+    Ok(Include {
+        source_type: source_type.to_string(),
+        param,
+        target_type: target_type.map(str::to_string),
+        iterate,
+    })
 }
 
 /// The conditions placing a resource of `resource_type` in the compartment of
 /// `Patient/{patient_id}` (compartmentdefinition-patient): any of its member parameters refers
 /// to the patient. `None` when the type is not in the compartment.
-pub fn patient_compartment(registry: &Registry, resource_type: &str, patient_id: &str) -> Option<Condition> {
+pub fn patient_compartment(
+    registry: &Registry,
+    resource_type: &str,
+    patient_id: &str,
+) -> Option<Condition> {
     static MEMBERS: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
-        std::sync::LazyLock::new(|| serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default());
+        std::sync::LazyLock::new(|| {
+            serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default()
+        });
     if resource_type == "Patient" {
         return Some(Condition::Id(vec![patient_id.to_string()]));
     }
@@ -240,7 +329,11 @@ pub fn patient_compartment(registry: &Registry, resource_type: &str, patient_id:
         .map(|param| Condition::Match {
             param,
             modifier: super::query::Modifier::None,
-            values: vec![SearchValue::Reference { target_type: Some("Patient".into()), id: Some(patient_id.to_string()), url: None }],
+            values: vec![SearchValue::Reference {
+                target_type: Some("Patient".into()),
+                id: Some(patient_id.to_string()),
+                url: None,
+            }],
         })
         .collect();
     Some(Condition::AnyOf(conditions))

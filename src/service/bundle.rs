@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
+use super::access::visible;
 use super::conditional::{self, Created};
 use super::resources::{self, Written};
-use super::access::visible;
 use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
@@ -23,6 +23,7 @@ use crate::fhir::instant::{format_instant, now_micros};
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::search::registry::Registry;
 use crate::store::AnyConnection;
+use crate::store::index::IndexBatch;
 use crate::store::resources as rows;
 
 /// What each entry's response carries besides its status (`Prefer: return=`).
@@ -92,12 +93,24 @@ struct Target {
 }
 
 fn entry_error(index: usize, message: impl Into<String>) -> FhirError {
-    FhirError::invalid(Issue::error("invalid", format!("Bundle.entry[{index}]: {}", message.into())).at(format!("Bundle.entry[{index}]")))
+    FhirError::invalid(
+        Issue::error(
+            "invalid",
+            format!("Bundle.entry[{index}]: {}", message.into()),
+        )
+        .at(format!("Bundle.entry[{index}]")),
+    )
 }
 
 /// Adds the entry's position to an error, keeping its status.
 pub fn at_entry(err: FhirError, index: usize) -> FhirError {
-    let prefix = |message: String| if message.starts_with("Bundle.entry[") { message } else { format!("Bundle.entry[{index}]: {message}") };
+    let prefix = |message: String| {
+        if message.starts_with("Bundle.entry[") {
+            message
+        } else {
+            format!("Bundle.entry[{index}]: {message}")
+        }
+    };
     match err {
         FhirError::Invalid(issues) => FhirError::Invalid(locate(issues, index)),
         FhirError::Unprocessable(issues) => FhirError::Unprocessable(locate(issues, index)),
@@ -106,7 +119,13 @@ pub fn at_entry(err: FhirError, index: usize) -> FhirError {
         FhirError::Gone(m, v) => FhirError::Gone(prefix(m), v),
         FhirError::PreconditionFailed(m) => FhirError::PreconditionFailed(prefix(m)),
         FhirError::MethodNotAllowed(m) => FhirError::MethodNotAllowed(prefix(m)),
-        FhirError::UnknownType(t) => FhirError::invalid(Issue::error("not-supported", format!("Bundle.entry[{index}]: unknown resource type '{t}'")).at(format!("Bundle.entry[{index}]"))),
+        FhirError::UnknownType(t) => FhirError::invalid(
+            Issue::error(
+                "not-supported",
+                format!("Bundle.entry[{index}]: unknown resource type '{t}'"),
+            )
+            .at(format!("Bundle.entry[{index}]")),
+        ),
         other => other,
     }
 }
@@ -122,7 +141,12 @@ fn locate(issues: Vec<Issue>, index: usize) -> Vec<Issue> {
             issue.expression = Some(match issue.expression {
                 // `Patient.name[0]` of the entry's resource
                 Some(expression) if !expression.starts_with('_') && expression.contains('.') => {
-                    format!("Bundle.entry[{index}].resource.{}", expression.split_once('.').map_or(expression.as_str(), |(_, rest)| rest))
+                    format!(
+                        "Bundle.entry[{index}].resource.{}",
+                        expression
+                            .split_once('.')
+                            .map_or(expression.as_str(), |(_, rest)| rest)
+                    )
                 }
                 _ => format!("Bundle.entry[{index}]"),
             });
@@ -134,7 +158,9 @@ fn locate(issues: Vec<Issue>, index: usize) -> Vec<Issue> {
 fn parse_target(index: usize, url: &str, base: &str) -> Result<Target, FhirError> {
     let is_absolute = url.split('?').next().unwrap_or_default().contains("://");
     let relative = if is_absolute {
-        url.strip_prefix(base).map(|rest| rest.trim_start_matches('/')).ok_or_else(|| entry_error(index, format!("'{url}' is not on this server")))?
+        url.strip_prefix(base)
+            .map(|rest| rest.trim_start_matches('/'))
+            .ok_or_else(|| entry_error(index, format!("'{url}' is not on this server")))?
     } else {
         url.trim_start_matches('/')
     };
@@ -143,26 +169,64 @@ fn parse_target(index: usize, url: &str, base: &str) -> Result<Target, FhirError
         None => (relative, None),
     };
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let known = |t: &str| crate::fhir::is_resource_type(t).then(|| t.to_string()).ok_or_else(|| FhirError::UnknownType(t.to_string()));
-    let valid = |id: &str| crate::fhir::is_valid_id(id).then(|| id.to_string()).ok_or_else(|| entry_error(index, format!("'{id}' is not a valid id")));
+    let known = |t: &str| {
+        crate::fhir::is_resource_type(t)
+            .then(|| t.to_string())
+            .ok_or_else(|| FhirError::UnknownType(t.to_string()))
+    };
+    let valid = |id: &str| {
+        crate::fhir::is_valid_id(id)
+            .then(|| id.to_string())
+            .ok_or_else(|| entry_error(index, format!("'{id}' is not a valid id")))
+    };
     match parts.as_slice() {
-        [t] => Ok(Target { resource_type: known(t)?, id: None, version: None, query }),
-        [t, id] => Ok(Target { resource_type: known(t)?, id: Some(valid(id)?), version: None, query }),
-        [t, id, "_history", version] => Ok(Target { resource_type: known(t)?, id: Some(valid(id)?), version: Some((*version).to_string()), query }),
-        _ => Err(entry_error(index, format!("'{url}' is not a URL this server handles in a Bundle"))),
+        [t] => Ok(Target {
+            resource_type: known(t)?,
+            id: None,
+            version: None,
+            query,
+        }),
+        [t, id] => Ok(Target {
+            resource_type: known(t)?,
+            id: Some(valid(id)?),
+            version: None,
+            query,
+        }),
+        [t, id, "_history", version] => Ok(Target {
+            resource_type: known(t)?,
+            id: Some(valid(id)?),
+            version: Some((*version).to_string()),
+            query,
+        }),
+        _ => Err(entry_error(
+            index,
+            format!("'{url}' is not a URL this server handles in a Bundle"),
+        )),
     }
 }
 
 /// Reads the entries of a batch or transaction Bundle.
-pub fn parse_entries(bundle: &Map<String, Value>, max_entries: usize) -> Result<Vec<Entry>, FhirError> {
-    let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+pub fn parse_entries(
+    bundle: &Map<String, Value>,
+    max_entries: usize,
+) -> Result<Vec<Entry>, FhirError> {
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if entries.len() > max_entries {
-        return Err(FhirError::PayloadTooLarge(format!("The Bundle has {} entries; the limit is {max_entries}", entries.len())));
+        return Err(FhirError::PayloadTooLarge(format!(
+            "The Bundle has {} entries; the limit is {max_entries}",
+            entries.len()
+        )));
     }
     let mut parsed = Vec::with_capacity(entries.len());
     let mut full_urls = HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
-        let request = entry.get("request").ok_or_else(|| entry_error(index, "the entry has no request"))?;
+        let request = entry
+            .get("request")
+            .ok_or_else(|| entry_error(index, "the entry has no request"))?;
         let method = match request.get("method").and_then(Value::as_str) {
             Some("GET") => Method::Get,
             Some("HEAD") => Method::Head,
@@ -170,23 +234,43 @@ pub fn parse_entries(bundle: &Map<String, Value>, max_entries: usize) -> Result<
             Some("PUT") => Method::Put,
             Some("PATCH") => Method::Patch,
             Some("DELETE") => Method::Delete,
-            other => return Err(entry_error(index, format!("unsupported request.method {other:?}"))),
+            other => {
+                return Err(entry_error(
+                    index,
+                    format!("unsupported request.method {other:?}"),
+                ));
+            }
         };
-        let url = request.get("url").and_then(Value::as_str).ok_or_else(|| entry_error(index, "the entry has no request.url"))?.to_string();
-        let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+        let url = request
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| entry_error(index, "the entry has no request.url"))?
+            .to_string();
+        let full_url = entry
+            .get("fullUrl")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(full_url) = &full_url
             && !full_urls.insert(full_url.clone())
         {
-            return Err(entry_error(index, format!("fullUrl '{full_url}' is used by more than one entry")));
+            return Err(entry_error(
+                index,
+                format!("fullUrl '{full_url}' is used by more than one entry"),
+            ));
         }
         let resource = entry.get("resource").and_then(Value::as_object).cloned();
         if matches!(method, Method::Post | Method::Put | Method::Patch) && resource.is_none() {
-            return Err(entry_error(index, "a POST, PUT or PATCH entry needs a resource"));
+            return Err(entry_error(
+                index,
+                "a POST, PUT or PATCH entry needs a resource",
+            ));
         }
         let version = |name: &str| -> Result<Option<i64>, FhirError> {
             match request.get(name).and_then(Value::as_str) {
                 None => Ok(None),
-                Some(value) => crate::fhir::parse_etag(value).map(Some).ok_or_else(|| entry_error(index, format!("request.{name} must name a version"))),
+                Some(value) => crate::fhir::parse_etag(value).map(Some).ok_or_else(|| {
+                    entry_error(index, format!("request.{name} must name a version"))
+                }),
             }
         };
         parsed.push(Entry {
@@ -195,7 +279,10 @@ pub fn parse_entries(bundle: &Map<String, Value>, max_entries: usize) -> Result<
             method,
             url,
             resource,
-            if_none_exist: request.get("ifNoneExist").and_then(Value::as_str).map(str::to_string),
+            if_none_exist: request
+                .get("ifNoneExist")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             if_match: version("ifMatch")?,
             if_none_match: version("ifNoneMatch")?,
         });
@@ -223,14 +310,20 @@ pub fn transaction(
         let mut target = parse_target(index, &entry.url, base)?;
         if let Some(resource) = &entry.resource
             && matches!(entry.method, Method::Post | Method::Put)
-            && resource.get("resourceType").and_then(Value::as_str) != Some(target.resource_type.as_str())
+            && resource.get("resourceType").and_then(Value::as_str)
+                != Some(target.resource_type.as_str())
         {
-            return Err(entry_error(index, format!("the resource is not a {}", target.resource_type)));
+            return Err(entry_error(
+                index,
+                format!("the resource is not a {}", target.resource_type),
+            ));
         }
         match entry.method {
             Method::Post => {
                 if let Some(criteria) = &entry.if_none_exist {
-                    let mut found = conditional::matches(conn, registry, &target.resource_type, criteria).map_err(|e| at_entry(e, index))?;
+                    let mut found =
+                        conditional::matches(conn, registry, &target.resource_type, criteria)
+                            .map_err(|e| at_entry(e, index))?;
                     match found.len() {
                         0 => {}
                         1 => {
@@ -238,7 +331,14 @@ pub fn transaction(
                             target.id = Some(one.id.clone());
                             existing.insert(index, one);
                         }
-                        _ => return Err(at_entry(FhirError::PreconditionFailed("ifNoneExist matches more than one resource".into()), index)),
+                        _ => {
+                            return Err(at_entry(
+                                FhirError::PreconditionFailed(
+                                    "ifNoneExist matches more than one resource".into(),
+                                ),
+                                index,
+                            ));
+                        }
                     }
                 }
                 if target.id.is_none() {
@@ -247,29 +347,51 @@ pub fn transaction(
             }
             Method::Put | Method::Patch | Method::Delete if target.query.is_some() => {
                 let criteria = target.query.clone().unwrap_or_default();
-                let found = conditional::matches(conn, registry, &target.resource_type, &criteria).map_err(|e| at_entry(e, index))?;
+                let found = conditional::matches(conn, registry, &target.resource_type, &criteria)
+                    .map_err(|e| at_entry(e, index))?;
                 match found.as_slice() {
                     [] if entry.method == Method::Put => {
-                        let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string);
-                        target.id = Some(body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+                        let body_id = entry
+                            .resource
+                            .as_ref()
+                            .and_then(|r| r.get("id"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        target.id =
+                            Some(body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
                     }
                     [] => {}
                     [one] => target.id = Some(one.id.clone()),
-                    _ => return Err(at_entry(FhirError::PreconditionFailed("the criteria match more than one resource".into()), index)),
+                    _ => {
+                        return Err(at_entry(
+                            FhirError::PreconditionFailed(
+                                "the criteria match more than one resource".into(),
+                            ),
+                            index,
+                        ));
+                    }
                 }
             }
             Method::Put | Method::Patch | Method::Delete if target.id.is_none() => {
-                return Err(entry_error(index, "the URL must name a resource (Type/id) or carry criteria"));
+                return Err(entry_error(
+                    index,
+                    "the URL must name a resource (Type/id) or carry criteria",
+                ));
             }
             _ => {}
         }
-        if matches!(entry.method, Method::Post | Method::Put | Method::Patch | Method::Delete)
-            && let Some(id) = &target.id
+        if matches!(
+            entry.method,
+            Method::Post | Method::Put | Method::Patch | Method::Delete
+        ) && let Some(id) = &target.id
             && !existing.contains_key(&index)
         {
             let key = format!("{}/{id}", target.resource_type);
             if !written_targets.insert(key.clone()) {
-                return Err(entry_error(index, format!("{key} is written by more than one entry")));
+                return Err(entry_error(
+                    index,
+                    format!("{key} is written by more than one entry"),
+                ));
             }
             if let Some(full_url) = &entry.full_url {
                 identities.insert(full_url.clone(), key);
@@ -284,7 +406,14 @@ pub fn transaction(
     for entry in &mut entries {
         if let Some(resource) = &mut entry.resource {
             let mut value = Value::Object(std::mem::take(resource));
-            rewrite(conn, registry, &mut value, &identities, &mut resolved, entry.index)?;
+            rewrite(
+                conn,
+                registry,
+                &mut value,
+                &identities,
+                &mut resolved,
+                entry.index,
+            )?;
             if let Value::Object(map) = value {
                 *resource = map;
             }
@@ -294,52 +423,104 @@ pub fn transaction(
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|i| (entries[*i].method.rank(), *i));
     let mut responses: Vec<Option<EntryResponse>> = vec![None; entries.len()];
+    let mut batch = IndexBatch::default();
     for position in order {
         let entry = &entries[position];
-        let target = targets.get(&entry.index).cloned().ok_or_else(|| entry_error(entry.index, "no target"))?;
-        let response = execute(conn, registry, base, entry, &target, existing.get(&entry.index), representation, access).map_err(|e| at_entry(e, entry.index))?;
+        let target = targets
+            .get(&entry.index)
+            .cloned()
+            .ok_or_else(|| entry_error(entry.index, "no target"))?;
+        let response = execute(
+            conn,
+            registry,
+            base,
+            entry,
+            &target,
+            existing.get(&entry.index),
+            representation,
+            access,
+            Some(&mut batch),
+        )
+        .map_err(|e| at_entry(e, entry.index))?;
         responses[position] = Some(response);
     }
+    batch.flush(conn)?;
     Ok(responses.into_iter().flatten().collect())
 }
 
 /// Runs one entry of a batch (inside its own database transaction).
-pub fn batch_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, representation: Representation, access: &Access) -> Result<EntryResponse, FhirError> {
+pub fn batch_entry(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    base: &str,
+    entry: &Entry,
+    representation: Representation,
+    access: &Access,
+) -> Result<EntryResponse, FhirError> {
     let mut target = parse_target(entry.index, &entry.url, base)?;
     if entry.method == Method::Post {
         if let Some(criteria) = &entry.if_none_exist {
             let grant = access.require(&target.resource_type, Permission::Create)?;
             if !grant.is_unlimited() {
-                return Err(FhirError::Forbidden("Conditional create needs an unrestricted scope".into()));
+                return Err(FhirError::Forbidden(
+                    "Conditional create needs an unrestricted scope".into(),
+                ));
             }
             let resource = entry.resource.clone().unwrap_or_default();
-            return Ok(match conditional::create(conn, registry, resource, Some(criteria))? {
-                Created::New(written) => written_response(base, &written, representation),
-                Created::Existing(found) => existing_response(base, &found, representation),
-            });
+            return Ok(
+                match conditional::create(conn, registry, resource, Some(criteria))? {
+                    Created::New(written) => written_response(base, &written, representation),
+                    Created::Existing(found) => existing_response(base, &found, representation),
+                },
+            );
         }
         target.id = Some(uuid::Uuid::new_v4().to_string());
     }
-    if matches!(entry.method, Method::Put | Method::Patch | Method::Delete) && target.query.is_some() {
+    if matches!(entry.method, Method::Put | Method::Patch | Method::Delete)
+        && target.query.is_some()
+    {
         let criteria = target.query.clone().unwrap_or_default();
         let found = conditional::matches(conn, registry, &target.resource_type, &criteria)?;
         match found.as_slice() {
             [] if entry.method == Method::Put => {
-                let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string);
+                let body_id = entry
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 target.id = Some(body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
             }
             [] => {}
             [one] => target.id = Some(one.id.clone()),
-            _ => return Err(FhirError::PreconditionFailed("the criteria match more than one resource".into())),
+            _ => {
+                return Err(FhirError::PreconditionFailed(
+                    "the criteria match more than one resource".into(),
+                ));
+            }
         }
     }
     if let Some(resource) = &entry.resource
         && matches!(entry.method, Method::Post | Method::Put)
-        && resource.get("resourceType").and_then(Value::as_str) != Some(target.resource_type.as_str())
+        && resource.get("resourceType").and_then(Value::as_str)
+            != Some(target.resource_type.as_str())
     {
-        return Err(entry_error(entry.index, format!("the resource is not a {}", target.resource_type)));
+        return Err(entry_error(
+            entry.index,
+            format!("the resource is not a {}", target.resource_type),
+        ));
     }
-    execute(conn, registry, base, entry, &target, None, representation, access)
+    execute(
+        conn,
+        registry,
+        base,
+        entry,
+        &target,
+        None,
+        representation,
+        access,
+        None,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -352,8 +533,22 @@ fn execute(
     existing: Option<&crate::store::search::Found>,
     representation: Representation,
     access: &Access,
+    mut batch: Option<&mut IndexBatch>,
 ) -> Result<EntryResponse, FhirError> {
     let resource_type = target.resource_type.as_str();
+    // Reads, searches and scope checks below need the index rows written so far.
+    let needs_index = matches!(entry.method, Method::Get | Method::Head)
+        || !access
+            .require(resource_type, Permission::Read)
+            .map(|g| g.is_unlimited())
+            .unwrap_or(false)
+        || !access.unrestricted && access.fhir_user.is_some();
+    if needs_index
+        && let Some(batch) = batch.as_deref_mut()
+        && !batch.is_empty()
+    {
+        batch.flush(conn)?;
+    }
     let permission = match (entry.method, &target.id) {
         (Method::Post, _) => Permission::Create,
         (Method::Put | Method::Patch, _) => Permission::Update,
@@ -363,13 +558,31 @@ fn execute(
     };
     let grant = access.require(resource_type, permission)?;
     let outside = || FhirError::Forbidden("The resource would be outside the token's reach".into());
-    if let (Some(id), Method::Put | Method::Patch | Method::Get | Method::Head) = (&target.id, entry.method)
+    if let (Some(id), Method::Put | Method::Patch | Method::Get | Method::Head) =
+        (&target.id, entry.method)
         && rows::current(conn, resource_type, id)?.is_some_and(|c| c.deleted == 0)
         && !visible(conn, registry, resource_type, id, &grant)?
     {
-        return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
+        return Err(FhirError::NotFound(format!(
+            "{resource_type}/{id} is not known"
+        )));
     }
-    let response = execute_allowed(conn, registry, base, entry, target, existing, representation, access)?;
+    let response = execute_allowed(
+        conn,
+        registry,
+        base,
+        entry,
+        target,
+        existing,
+        representation,
+        access,
+        batch.as_deref_mut(),
+    )?;
+    if !grant.is_unlimited()
+        && let Some(batch) = batch.as_deref_mut()
+    {
+        batch.flush(conn)?;
+    }
     if matches!(entry.method, Method::Post | Method::Put | Method::Patch)
         && let Some(id) = &target.id
         && !visible(conn, registry, resource_type, id, &grant)?
@@ -389,6 +602,7 @@ fn execute_allowed(
     existing: Option<&crate::store::search::Found>,
     representation: Representation,
     access: &Access,
+    batch: Option<&mut IndexBatch>,
 ) -> Result<EntryResponse, FhirError> {
     let resource_type = target.resource_type.as_str();
     match entry.method {
@@ -399,48 +613,98 @@ fn execute_allowed(
             let id = target.id.clone().unwrap_or_default();
             let mut resource = entry.resource.clone().unwrap_or_default();
             resource.insert("id".into(), Value::String(id.clone()));
-            let written = resources::update(conn, registry, &id, resource, None, "POST")?;
+            let written =
+                resources::update_batched(conn, registry, &id, resource, None, "POST", batch)?;
             Ok(written_response(base, &written, representation))
         }
         Method::Put => {
             let id = target.id.clone().unwrap_or_default();
             let mut resource = entry.resource.clone().unwrap_or_default();
             match resource.get("id").and_then(Value::as_str) {
-                Some(body_id) if body_id != id => return Err(entry_error(entry.index, format!("the resource id '{body_id}' does not match the URL id '{id}'"))),
+                Some(body_id) if body_id != id => {
+                    return Err(entry_error(
+                        entry.index,
+                        format!("the resource id '{body_id}' does not match the URL id '{id}'"),
+                    ));
+                }
                 Some(_) => {}
                 None if target.query.is_some() => {
                     resource.insert("id".into(), Value::String(id.clone()));
                 }
-                None => return Err(entry_error(entry.index, "an updated resource must carry the id of the URL")),
+                None => {
+                    return Err(entry_error(
+                        entry.index,
+                        "an updated resource must carry the id of the URL",
+                    ));
+                }
             }
-            let written = resources::update(conn, registry, &id, resource, entry.if_match, "PUT")?;
+            let written = resources::update_batched(
+                conn,
+                registry,
+                &id,
+                resource,
+                entry.if_match,
+                "PUT",
+                batch,
+            )?;
             Ok(written_response(base, &written, representation))
         }
         Method::Patch => {
             let Some(id) = &target.id else {
-                return Err(FhirError::NotFound(format!("No {resource_type} matches the criteria")));
+                return Err(FhirError::NotFound(format!(
+                    "No {resource_type} matches the criteria"
+                )));
             };
             let document = patch_document(entry)?;
-            let written = resources::patch(conn, registry, resource_type, id, &document, entry.if_match)?;
+            let written =
+                resources::patch(conn, registry, resource_type, id, &document, entry.if_match)?;
             Ok(written_response(base, &written, representation))
         }
         Method::Delete => {
-            let nothing = EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None };
-            let Some(id) = &target.id else { return Ok(nothing) };
-            if !visible(conn, registry, resource_type, id, &access.require(resource_type, Permission::Delete)?)? {
+            let nothing = EntryResponse {
+                status: "204 No Content".into(),
+                location: None,
+                etag: None,
+                last_modified: None,
+                resource: None,
+                outcome: None,
+            };
+            let Some(id) = &target.id else {
+                return Ok(nothing);
+            };
+            if !visible(
+                conn,
+                registry,
+                resource_type,
+                id,
+                &access.require(resource_type, Permission::Delete)?,
+            )? {
                 return Ok(nothing);
             }
-            Ok(match resources::delete(conn, registry, resource_type, id, entry.if_match)? {
-                Some(written) => EntryResponse {
-                    status: "200 OK".into(),
-                    location: None,
-                    etag: Some(etag(written.version_id)),
-                    last_modified: Some(format_instant(written.last_updated)),
-                    resource: None,
-                    outcome: (representation == Representation::Outcome).then(|| operation_outcome(&[Issue::information(format!("Deleted {resource_type}/{id}"))])),
+            Ok(
+                match resources::delete(conn, registry, resource_type, id, entry.if_match)? {
+                    Some(written) => EntryResponse {
+                        status: "200 OK".into(),
+                        location: None,
+                        etag: Some(etag(written.version_id)),
+                        last_modified: Some(format_instant(written.last_updated)),
+                        resource: None,
+                        outcome: (representation == Representation::Outcome).then(|| {
+                            operation_outcome(&[Issue::information(format!(
+                                "Deleted {resource_type}/{id}"
+                            ))])
+                        }),
+                    },
+                    None => EntryResponse {
+                        status: "204 No Content".into(),
+                        location: None,
+                        etag: None,
+                        last_modified: None,
+                        resource: None,
+                        outcome: None,
+                    },
                 },
-                None => EntryResponse { status: "204 No Content".into(), location: None, etag: None, last_modified: None, resource: None, outcome: None },
-            })
+            )
         }
         Method::Get | Method::Head => read_entry(conn, registry, base, entry, target, access),
     }
@@ -454,25 +718,49 @@ fn patch_document(entry: &Entry) -> Result<resources::PatchDocument, FhirError> 
     match resource.get("resourceType").and_then(Value::as_str) {
         Some("Parameters") => Ok(resources::PatchDocument::FhirPath(Value::Object(resource))),
         Some("Binary") => {
-            let content_type = resource.get("contentType").and_then(Value::as_str).unwrap_or_default();
+            let content_type = resource
+                .get("contentType")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !content_type.starts_with("application/json-patch+json") {
-                return Err(entry_error(entry.index, "a Binary PATCH entry must have contentType application/json-patch+json"));
+                return Err(entry_error(
+                    entry.index,
+                    "a Binary PATCH entry must have contentType application/json-patch+json",
+                ));
             }
-            let data = resource.get("data").and_then(Value::as_str).unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|_| entry_error(entry.index, "Binary.data is not base64"))?;
-            let operations = serde_json::from_slice(&bytes).map_err(|_| entry_error(entry.index, "Binary.data is not a JSON Patch"))?;
+            let data = resource
+                .get("data")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|_| entry_error(entry.index, "Binary.data is not base64"))?;
+            let operations = serde_json::from_slice(&bytes)
+                .map_err(|_| entry_error(entry.index, "Binary.data is not a JSON Patch"))?;
             Ok(resources::PatchDocument::Json(operations))
         }
-        _ => Err(entry_error(entry.index, "a PATCH entry's resource must be a Parameters (FHIRPath Patch) or a Binary (JSON Patch)")),
+        _ => Err(entry_error(
+            entry.index,
+            "a PATCH entry's resource must be a Parameters (FHIRPath Patch) or a Binary (JSON Patch)",
+        )),
     }
 }
 
-fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: &Entry, target: &Target, access: &Access) -> Result<EntryResponse, FhirError> {
+fn read_entry(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    base: &str,
+    entry: &Entry,
+    target: &Target,
+    access: &Access,
+) -> Result<EntryResponse, FhirError> {
     let with_body = entry.method == Method::Get;
     let resource_type = &target.resource_type;
     match (&target.id, &target.version) {
         (None, _) => {
-            let params: Vec<(String, String)> = serde_urlencoded::from_str(target.query.as_deref().unwrap_or_default()).map_err(|_| entry_error(entry.index, "the query is not valid"))?;
+            let params: Vec<(String, String)> =
+                serde_urlencoded::from_str(target.query.as_deref().unwrap_or_default())
+                    .map_err(|_| entry_error(entry.index, "the query is not valid"))?;
             let input = super::search::SearchInput {
                 resource_type: Some(resource_type.clone()),
                 params,
@@ -483,25 +771,53 @@ fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: 
                 access: access.clone(),
             };
             let bundle = super::search::execute(conn, registry, &input)?;
-            Ok(EntryResponse { status: "200 OK".into(), location: None, etag: None, last_modified: None, resource: with_body.then_some(bundle), outcome: None })
+            Ok(EntryResponse {
+                status: "200 OK".into(),
+                location: None,
+                etag: None,
+                last_modified: None,
+                resource: with_body.then_some(bundle),
+                outcome: None,
+            })
         }
         (Some(id), version) => {
             let (version_id, last_updated, content) = match version {
                 None => {
-                    let current = rows::current(conn, resource_type, id)?.ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} is not known")))?;
+                    let current = rows::current(conn, resource_type, id)?.ok_or_else(|| {
+                        FhirError::NotFound(format!("{resource_type}/{id} is not known"))
+                    })?;
                     (current.version_id, current.last_updated, current.content)
                 }
                 Some(version) => {
-                    let version_id: i64 = version.parse().map_err(|_| FhirError::NotFound(format!("{resource_type}/{id} has no version '{version}'")))?;
-                    let row = rows::version(conn, resource_type, id, version_id)?.ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} has no version {version_id}")))?;
+                    let version_id: i64 = version.parse().map_err(|_| {
+                        FhirError::NotFound(format!(
+                            "{resource_type}/{id} has no version '{version}'"
+                        ))
+                    })?;
+                    let row =
+                        rows::version(conn, resource_type, id, version_id)?.ok_or_else(|| {
+                            FhirError::NotFound(format!(
+                                "{resource_type}/{id} has no version {version_id}"
+                            ))
+                        })?;
                     (row.version_id, row.last_updated, row.content)
                 }
             };
             let Some(content) = content else {
-                return Err(FhirError::Gone(format!("{resource_type}/{id} was deleted"), Some(version_id)));
+                return Err(FhirError::Gone(
+                    format!("{resource_type}/{id} was deleted"),
+                    Some(version_id),
+                ));
             };
             if entry.if_none_match == Some(version_id) {
-                return Ok(EntryResponse { status: "304 Not Modified".into(), location: None, etag: Some(etag(version_id)), last_modified: Some(format_instant(last_updated)), resource: None, outcome: None });
+                return Ok(EntryResponse {
+                    status: "304 Not Modified".into(),
+                    location: None,
+                    etag: Some(etag(version_id)),
+                    last_modified: Some(format_instant(last_updated)),
+                    resource: None,
+                    outcome: None,
+                });
             }
             Ok(EntryResponse {
                 status: "200 OK".into(),
@@ -515,27 +831,61 @@ fn read_entry(conn: &mut AnyConnection, registry: &Registry, base: &str, entry: 
     }
 }
 
-fn written_response(base: &str, written: &Written, representation: Representation) -> EntryResponse {
-    let location = format!("{base}/{}/{}/_history/{}", written.resource_type, written.id, written.version_id);
+fn written_response(
+    base: &str,
+    written: &Written,
+    representation: Representation,
+) -> EntryResponse {
+    let location = format!(
+        "{base}/{}/{}/_history/{}",
+        written.resource_type, written.id, written.version_id
+    );
     EntryResponse {
-        status: if written.created { "201 Created".into() } else { "200 OK".into() },
+        status: if written.created {
+            "201 Created".into()
+        } else {
+            "200 OK".into()
+        },
         location: Some(location),
         etag: Some(etag(written.version_id)),
         last_modified: Some(format_instant(written.last_updated)),
-        resource: if representation == Representation::Full { written.content.clone() } else { None },
-        outcome: (representation == Representation::Outcome)
-            .then(|| operation_outcome(&[Issue::information(format!("Wrote {}/{} version {}", written.resource_type, written.id, written.version_id))])),
+        resource: if representation == Representation::Full {
+            written.content.clone()
+        } else {
+            None
+        },
+        outcome: (representation == Representation::Outcome).then(|| {
+            operation_outcome(&[Issue::information(format!(
+                "Wrote {}/{} version {}",
+                written.resource_type, written.id, written.version_id
+            ))])
+        }),
     }
 }
 
-fn existing_response(base: &str, found: &crate::store::search::Found, representation: Representation) -> EntryResponse {
+fn existing_response(
+    base: &str,
+    found: &crate::store::search::Found,
+    representation: Representation,
+) -> EntryResponse {
     EntryResponse {
         status: "200 OK".into(),
-        location: Some(format!("{base}/{}/{}/_history/{}", found.resource_type, found.id, found.version_id)),
+        location: Some(format!(
+            "{base}/{}/{}/_history/{}",
+            found.resource_type, found.id, found.version_id
+        )),
         etag: Some(etag(found.version_id)),
         last_modified: Some(format_instant(found.last_updated)),
-        resource: if representation == Representation::Full { found.content.clone() } else { None },
-        outcome: (representation == Representation::Outcome).then(|| operation_outcome(&[Issue::information("ifNoneExist matched an existing resource; nothing was created")])),
+        resource: if representation == Representation::Full {
+            found.content.clone()
+        } else {
+            None
+        },
+        outcome: (representation == Representation::Outcome).then(|| {
+            operation_outcome(&[Issue::information(
+                "ifNoneExist matched an existing resource; nothing was created",
+            )])
+        }),
     }
 }
 
@@ -566,11 +916,27 @@ fn rewrite(
                         if let Some(identity) = resolved.get(&key) {
                             *reference = identity.clone();
                         } else {
-                            let found = conditional::matches(conn, registry, resource_type, criteria).map_err(|e| at_entry(e, index))?;
+                            let found =
+                                conditional::matches(conn, registry, resource_type, criteria)
+                                    .map_err(|e| at_entry(e, index))?;
                             let identity = match found.as_slice() {
                                 [one] => format!("{resource_type}/{}", one.id),
-                                [] => return Err(at_entry(FhirError::PreconditionFailed(format!("the conditional reference '{key}' matches no resource")), index)),
-                                _ => return Err(at_entry(FhirError::PreconditionFailed(format!("the conditional reference '{key}' matches more than one resource")), index)),
+                                [] => {
+                                    return Err(at_entry(
+                                        FhirError::PreconditionFailed(format!(
+                                            "the conditional reference '{key}' matches no resource"
+                                        )),
+                                        index,
+                                    ));
+                                }
+                                _ => {
+                                    return Err(at_entry(
+                                        FhirError::PreconditionFailed(format!(
+                                            "the conditional reference '{key}' matches more than one resource"
+                                        )),
+                                        index,
+                                    ));
+                                }
                             };
                             resolved.insert(key, identity.clone());
                             *reference = identity;
@@ -581,7 +947,8 @@ fn rewrite(
                 {
                     for (full_url, identity) in identities {
                         if html.contains(full_url.as_str()) {
-                            *html = html.replace(&format!("\"{full_url}\""), &format!("\"{identity}\""));
+                            *html = html
+                                .replace(&format!("\"{full_url}\""), &format!("\"{identity}\""));
                         }
                     }
                 } else {
@@ -626,10 +993,20 @@ pub fn response_bundle(kind: &str, base: &str, responses: &[EntryResponse]) -> S
             let response = Value::Object(response).to_string();
             match (&r.resource, &r.location) {
                 (Some(resource), Some(location)) => {
-                    let full_url = Value::String(location.split("/_history").next().unwrap_or_default().to_string());
-                    format!(r#"{{"fullUrl":{full_url},"resource":{resource},"response":{response}}}"#)
+                    let full_url = Value::String(
+                        location
+                            .split("/_history")
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                    format!(
+                        r#"{{"fullUrl":{full_url},"resource":{resource},"response":{response}}}"#
+                    )
                 }
-                (Some(resource), None) => format!(r#"{{"resource":{resource},"response":{response}}}"#),
+                (Some(resource), None) => {
+                    format!(r#"{{"resource":{resource},"response":{response}}}"#)
+                }
                 _ => format!(r#"{{"response":{response}}}"#),
             }
         })
@@ -655,7 +1032,11 @@ pub fn failed_entry(err: &FhirError) -> EntryResponse {
     use actix_web::ResponseError;
     let status = err.status_code();
     EntryResponse {
-        status: format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or_default()),
+        status: format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default()
+        ),
         location: None,
         etag: None,
         last_modified: None,

@@ -14,7 +14,12 @@ pub fn next_timestamp(after: Option<Micros>) -> Micros {
     let mut previous = LAST_ISSUED.load(Ordering::Relaxed);
     loop {
         let candidate = now_micros().max(previous + 1).max(floor);
-        match LAST_ISSUED.compare_exchange_weak(previous, candidate, Ordering::Relaxed, Ordering::Relaxed) {
+        match LAST_ISSUED.compare_exchange_weak(
+            previous,
+            candidate,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return candidate,
             Err(actual) => previous = actual,
         }

@@ -8,6 +8,7 @@ use crate::error::FhirError;
 use crate::fhir::instant::{Micros, format_instant};
 use crate::search::extract::extract;
 use crate::search::registry::Registry;
+use crate::store::index::IndexBatch;
 use crate::store::resources::{self as rows, NewVersion};
 use crate::store::{AnyConnection, index};
 
@@ -30,18 +31,38 @@ pub struct Written {
 
 /// Creates a resource with a new server-assigned id (any id in the body is ignored, per the
 /// create interaction).
-pub fn create(conn: &mut AnyConnection, registry: &Registry, resource: Map<String, Value>) -> Result<Written, FhirError> {
+pub fn create(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    resource: Map<String, Value>,
+) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
     let (stamped, content) = stamp(resource, &id, 1, last_updated);
-    let new = NewVersion { resource_type: &resource_type, id: &id, version_id: 1, last_updated, method: "POST", content: Some(&content) };
+    let new = NewVersion {
+        resource_type: &resource_type,
+        id: &id,
+        version_id: 1,
+        last_updated,
+        method: "POST",
+        content: Some(&content),
+    };
     let Some(pk) = rows::insert_first(conn, &new)? else {
-        return Err(FhirError::Conflict(format!("{resource_type}/{id} already exists")));
+        return Err(FhirError::Conflict(format!(
+            "{resource_type}/{id} already exists"
+        )));
     };
     index::insert(conn, pk, &extract(registry, &stamped))?;
-    Ok(Written { resource_type, id, version_id: 1, last_updated, created: true, content: Some(content) })
+    Ok(Written {
+        resource_type,
+        id,
+        version_id: 1,
+        last_updated,
+        created: true,
+        content: Some(content),
+    })
 }
 
 /// Updates the resource `resource_type/id`, or creates it with that id (update as create).
@@ -54,9 +75,32 @@ pub fn update(
     if_match: Option<i64>,
     method: &str,
 ) -> Result<Written, FhirError> {
+    update_batched(conn, registry, id, resource, if_match, method, None)
+}
+
+/// `update`, leaving the index rows in `batch` (when given) for the caller to write later in
+/// the same transaction.
+pub fn update_batched(
+    conn: &mut AnyConnection,
+    registry: &Registry,
+    id: &str,
+    resource: Map<String, Value>,
+    if_match: Option<i64>,
+    method: &str,
+    batch: Option<&mut IndexBatch>,
+) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
-    write_version(conn, registry, &resource_type, id, Some(resource), if_match, method)
+    write_version(
+        conn,
+        registry,
+        &resource_type,
+        id,
+        Some(resource),
+        if_match,
+        method,
+        batch,
+    )
 }
 
 /// Deletes `resource_type/id`, keeping its history. Returns `None` when there was no current
@@ -71,26 +115,40 @@ pub fn delete(
     match rows::current(conn, resource_type, id)? {
         None => {
             if if_match.is_some() {
-                return Err(FhirError::PreconditionFailed(format!("{resource_type}/{id} does not exist")));
+                return Err(FhirError::PreconditionFailed(format!(
+                    "{resource_type}/{id} does not exist"
+                )));
             }
             Ok(None)
         }
         Some(current) if current.deleted != 0 && if_match.is_none() => Ok(None),
-        Some(_) => write_version(conn, registry, resource_type, id, None, if_match, "DELETE").map(Some),
+        Some(_) => write_version(
+            conn,
+            registry,
+            resource_type,
+            id,
+            None,
+            if_match,
+            "DELETE",
+            None,
+        )
+        .map(Some),
     }
 }
 
 /// Writes the next version of `resource_type/id` (`None`: a deletion marker), retrying when a
 /// concurrent writer of the same resource commits first, unless the client asked for a
 /// specific version with `If-Match`, which then fails with 412.
+#[allow(clippy::too_many_arguments)]
 fn write_version(
     conn: &mut AnyConnection,
     registry: &Registry,
     resource_type: &str,
     id: &str,
-    resource: Option<Map<String, Value>>,
+    mut resource: Option<Map<String, Value>>,
     if_match: Option<i64>,
     method: &str,
+    mut batch: Option<&mut IndexBatch>,
 ) -> Result<Written, FhirError> {
     for _ in 0..MAX_WRITE_ATTEMPTS {
         let current = rows::current(conn, resource_type, id)?;
@@ -111,10 +169,16 @@ fn write_version(
             }
         }
         let (version_id, last_updated) = match &current {
-            Some(current) => (current.version_id + 1, next_timestamp(Some(current.last_updated))),
+            Some(current) => (
+                current.version_id + 1,
+                next_timestamp(Some(current.last_updated)),
+            ),
             None => (1, next_timestamp(None)),
         };
-        let stamped = resource.clone().map(|resource| stamp(resource, id, version_id, last_updated));
+        // Stamping is idempotent, so a retry re-stamps the same map instead of keeping a copy.
+        let stamped = resource
+            .take()
+            .map(|resource| stamp(resource, id, version_id, last_updated));
         let content = stamped.as_ref().map(|(_, text)| text.clone());
         let new = NewVersion {
             resource_type,
@@ -125,7 +189,9 @@ fn write_version(
             content: content.as_deref(),
         };
         let written_pk = match &current {
-            Some(current) => rows::replace_current(conn, &new, current.version_id)?.then_some(current.pk),
+            Some(current) => {
+                rows::replace_current(conn, &new, current.version_id)?.then_some(current.pk)
+            }
             None => rows::insert_first(conn, &new)?,
         };
         if let Some(pk) = written_pk {
@@ -133,7 +199,11 @@ fn write_version(
                 index::clear(conn, pk)?;
             }
             if let Some((value, _)) = &stamped {
-                index::insert(conn, pk, &extract(registry, value))?;
+                let rows = extract(registry, value);
+                match batch.as_deref_mut() {
+                    Some(batch) => batch.add(pk, rows),
+                    None => index::insert(conn, pk, &rows)?,
+                }
             }
             let created = content.is_some() && current.as_ref().is_none_or(|c| c.deleted != 0);
             return Ok(Written {
@@ -150,6 +220,10 @@ fn write_version(
                 "{resource_type}/{id} was changed by another request; read it again"
             )));
         }
+        resource = stamped.and_then(|(value, _)| match value {
+            Value::Object(map) => Some(map),
+            _ => None,
+        });
     }
     Err(FhirError::Conflict(format!(
         "{resource_type}/{id} is being changed by many requests at once; try again"
@@ -166,7 +240,12 @@ fn resource_type_of(resource: &Map<String, Value>) -> Result<String, FhirError> 
 /// Gives `resource` the server's `id`, `meta.versionId` and `meta.lastUpdated`, keeping the
 /// client's other `meta` elements (profile, security, tag, source) and the order of everything
 /// else; `resourceType`, `id` and `meta` come first. Returns the resource and its JSON text.
-pub fn stamp(mut resource: Map<String, Value>, id: &str, version_id: i64, last_updated: Micros) -> (Value, String) {
+pub fn stamp(
+    mut resource: Map<String, Value>,
+    id: &str,
+    version_id: i64,
+    last_updated: Micros,
+) -> (Value, String) {
     let mut meta = match resource.shift_remove("meta") {
         Some(Value::Object(meta)) => meta,
         _ => Map::new(),
@@ -233,7 +312,9 @@ pub fn patch(
             result => return result,
         }
     }
-    Err(FhirError::Conflict(format!("{resource_type}/{id} is being changed by many requests at once; try again")))
+    Err(FhirError::Conflict(format!(
+        "{resource_type}/{id} is being changed by many requests at once; try again"
+    )))
 }
 
 fn patch_once(
@@ -245,9 +326,13 @@ fn patch_once(
     if_match: Option<i64>,
 ) -> Result<Written, FhirError> {
     use super::patch::{PatchErrorKind, apply_fhirpath_patch, apply_json_patch};
-    let current = rows::current(conn, resource_type, id)?.ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} is not known")))?;
+    let current = rows::current(conn, resource_type, id)?
+        .ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} is not known")))?;
     let Some(content) = current.content else {
-        return Err(FhirError::Gone(format!("{resource_type}/{id} was deleted"), Some(current.version_id)));
+        return Err(FhirError::Gone(
+            format!("{resource_type}/{id} was deleted"),
+            Some(current.version_id),
+        ));
     };
     if let Some(expected) = if_match
         && expected != current.version_id
@@ -257,7 +342,8 @@ fn patch_once(
             current.version_id
         )));
     }
-    let resource: Value = serde_json::from_str(&content).map_err(|err| FhirError::Internal(err.into()))?;
+    let resource: Value =
+        serde_json::from_str(&content).map_err(|err| FhirError::Internal(err.into()))?;
     let patched = match document {
         PatchDocument::Json(operations) => apply_json_patch(&resource, operations),
         PatchDocument::FhirPath(parameters) => apply_fhirpath_patch(&resource, parameters),
@@ -266,14 +352,31 @@ fn patch_once(
         PatchErrorKind::Invalid => FhirError::invalid(err.issue()),
         PatchErrorKind::Unprocessable => FhirError::Unprocessable(vec![err.issue()]),
     })?;
-    if patched.get("resourceType") != resource.get("resourceType") || patched.get("id") != resource.get("id") {
-        return Err(FhirError::Unprocessable(vec![crate::fhir::outcome::Issue::error("business-rule", "A patch may not change the resource type or id")]));
+    if patched.get("resourceType") != resource.get("resourceType")
+        || patched.get("id") != resource.get("id")
+    {
+        return Err(FhirError::Unprocessable(vec![
+            crate::fhir::outcome::Issue::error(
+                "business-rule",
+                "A patch may not change the resource type or id",
+            ),
+        ]));
     }
     // The result must be a resource the server would accept as it stands.
     let text = patched.to_string();
-    let checked = crate::fhir::parse::parse_resource(text.as_bytes(), Some(resource_type)).map_err(|err| match err {
-        FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
-        other => other,
-    })?;
-    write_version(conn, registry, resource_type, id, Some(checked), Some(if_match.unwrap_or(current.version_id)), "PATCH")
+    let checked = crate::fhir::parse::parse_resource(text.as_bytes(), Some(resource_type))
+        .map_err(|err| match err {
+            FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
+            other => other,
+        })?;
+    write_version(
+        conn,
+        registry,
+        resource_type,
+        id,
+        Some(checked),
+        Some(if_match.unwrap_or(current.version_id)),
+        "PATCH",
+        None,
+    )
 }

@@ -32,7 +32,10 @@ pub struct RegistryHandle {
 
 impl RegistryHandle {
     pub fn new(registry: Registry, version: String) -> Self {
-        RegistryHandle { current: RwLock::new(Arc::new(registry)), version: RwLock::new(version) }
+        RegistryHandle {
+            current: RwLock::new(Arc::new(registry)),
+            version: RwLock::new(version),
+        }
     }
 
     pub fn current(&self) -> Arc<Registry> {
@@ -64,10 +67,17 @@ pub fn load(conn: &mut AnyConnection) -> Result<(Registry, String), FhirError> {
     }
     let stored = crate::store::search::search(
         conn,
-        &crate::store::search::SearchSpec { types: vec!["SearchParameter".into()], limit: 10_000, ..Default::default() },
+        &crate::store::search::SearchSpec {
+            types: vec!["SearchParameter".into()],
+            limit: 10_000,
+            ..Default::default()
+        },
     )?;
     for found in stored {
-        if let Some(definition) = found.content.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok())
+        if let Some(definition) = found
+            .content
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
             && definition["status"] != "retired"
         {
             registry.add(&definition);
@@ -86,7 +96,13 @@ pub fn check_definition(resource: &serde_json::Map<String, Value>) -> Result<(),
     if let Some(expression) = resource.get("expression").and_then(Value::as_str)
         && let Err(err) = crate::fhirpath::parse(expression)
     {
-        return Err(FhirError::Unprocessable(vec![Issue::error("invalid", format!("The expression cannot be evaluated: {err}")).at("SearchParameter.expression")]));
+        return Err(FhirError::Unprocessable(vec![
+            Issue::error(
+                "invalid",
+                format!("The expression cannot be evaluated: {err}"),
+            )
+            .at("SearchParameter.expression"),
+        ]));
     }
     Ok(())
 }
@@ -94,7 +110,11 @@ pub fn check_definition(resource: &serde_json::Map<String, Value>) -> Result<(),
 /// `$reindex`: reloads the search parameters (here and, through the shared version, on every
 /// node) and queues a job that re-indexes the resources of `types` (all when empty). Returns the
 /// job id.
-pub async fn start_reindex(store: &Store, handle: &RegistryHandle, types: Vec<String>) -> Result<String, FhirError> {
+pub async fn start_reindex(
+    store: &Store,
+    handle: &RegistryHandle,
+    types: Vec<String>,
+) -> Result<String, FhirError> {
     let id = uuid::Uuid::new_v4().to_string();
     let job_id = id.clone();
     let (registry, version) = store
@@ -133,6 +153,9 @@ pub async fn run_background(store: Store, handle: Arc<RegistryHandle>) {
         if let Err(err) = follow_registry(&store, &handle).await {
             tracing::warn!(error = %format!("{err:#}"), "cannot check the search parameter version");
         }
+        if let Err(err) = store.checkpoint().await {
+            tracing::warn!(error = %err, "WAL checkpoint failed");
+        }
         match run_one_job(&store, &handle).await {
             Ok(true) => continue,
             Ok(false) => {}
@@ -143,7 +166,9 @@ pub async fn run_background(store: Store, handle: Arc<RegistryHandle>) {
 }
 
 async fn follow_registry(store: &Store, handle: &RegistryHandle) -> Result<(), FhirError> {
-    let shared = store.read(|conn| Ok::<_, FhirError>(jobs::state(conn, VERSION_KEY)?.unwrap_or_default())).await?;
+    let shared = store
+        .read(|conn| Ok::<_, FhirError>(jobs::state(conn, VERSION_KEY)?.unwrap_or_default()))
+        .await?;
     if shared != handle.version() {
         let (registry, version) = store.read(|conn| load(conn)).await?;
         handle.replace(registry, version);
@@ -154,11 +179,19 @@ async fn follow_registry(store: &Store, handle: &RegistryHandle) -> Result<(), F
 
 /// Runs one claimed job to its end (or until it is cancelled); false when there was none.
 async fn run_one_job(store: &Store, handle: &RegistryHandle) -> Result<bool, FhirError> {
-    let claimed = store.write(|conn| Ok::<_, FhirError>(jobs::claim(conn, "reindex", STALE_AFTER_MICROS)?)).await?;
+    let claimed = store
+        .write(|conn| Ok::<_, FhirError>(jobs::claim(conn, "reindex", STALE_AFTER_MICROS)?))
+        .await?;
     let Some(job) = claimed else { return Ok(false) };
     let types: Vec<String> = serde_json::from_str::<Value>(&job.parameters)
         .ok()
-        .and_then(|p| p["types"].as_array().map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()))
+        .and_then(|p| {
+            p["types"].as_array().map(|t| {
+                t.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
         .unwrap_or_default();
     let (mut cursor, mut processed, mut heartbeat) = (job.cursor, job.processed, job.updated_at);
     loop {
@@ -169,7 +202,10 @@ async fn run_one_job(store: &Store, handle: &RegistryHandle) -> Result<bool, Fhi
                 let batch = jobs::resource_keys_after(conn, cursor, &batch_types, BATCH)?;
                 let mut last = cursor;
                 for (pk, content) in &batch {
-                    if let Some(resource) = content.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()) {
+                    if let Some(resource) = content
+                        .as_deref()
+                        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+                    {
                         index::clear(conn, *pk)?;
                         index::insert(conn, *pk, &extract(&registry, &resource))?;
                     }
@@ -177,7 +213,9 @@ async fn run_one_job(store: &Store, handle: &RegistryHandle) -> Result<bool, Fhi
                 }
                 if !jobs::advance(conn, &id, last, processed + batch.len() as i64, heartbeat)? {
                     // cancelled or taken over by another worker: keep nothing of this batch
-                    return Err(FhirError::Conflict("the job is no longer this worker's".into()));
+                    return Err(FhirError::Conflict(
+                        "the job is no longer this worker's".into(),
+                    ));
                 }
                 Ok((batch.len() as i64, last))
             })
@@ -192,7 +230,16 @@ async fn run_one_job(store: &Store, handle: &RegistryHandle) -> Result<bool, Fhi
         heartbeat += 1;
         if count < BATCH {
             let id = job.id.clone();
-            store.write(move |conn| Ok::<_, FhirError>(jobs::finish(conn, &id, "completed", Some(format!("{processed} resources re-indexed")))?)).await?;
+            store
+                .write(move |conn| {
+                    Ok::<_, FhirError>(jobs::finish(
+                        conn,
+                        &id,
+                        "completed",
+                        Some(format!("{processed} resources re-indexed")),
+                    )?)
+                })
+                .await?;
             tracing::info!(job = %job.id, processed, "re-index completed");
             return Ok(true);
         }

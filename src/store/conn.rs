@@ -1,10 +1,10 @@
 //! Connections and pools for the two backends, chosen by the URL scheme.
 
+use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{self, ManageConnection};
 use diesel::sqlite::SqliteConnection;
-use diesel::Connection;
 
 /// One connection to either backend. Queries written once against `AnyConnection` run on both;
 /// backend-specific SQL matches on the variant.
@@ -26,7 +26,9 @@ impl Backend {
     pub fn from_url(url: &str) -> anyhow::Result<(Backend, String)> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                anyhow::bail!("DATABASE_URL {url:?} names no file; use sqlite://PATH, e.g. sqlite://data/pivot.db");
+                anyhow::bail!(
+                    "DATABASE_URL {url:?} names no file; use sqlite://PATH, e.g. sqlite://data/pivot.db"
+                );
             }
             Ok((Backend::Sqlite, path.to_string()))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -47,11 +49,24 @@ impl Backend {
 pub struct Manager {
     backend: Backend,
     url: String,
+    writer: bool,
 }
 
 impl Manager {
     pub fn new(backend: Backend, url: String) -> Self {
-        Manager { backend, url }
+        Manager {
+            backend,
+            url,
+            writer: false,
+        }
+    }
+
+    /// The same manager for the writer connection.
+    pub fn for_writer(&self) -> Self {
+        Manager {
+            writer: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -62,9 +77,15 @@ impl Manager {
 ///
 /// Each connection keeps its own page cache (8 MiB): the operating system's file cache is shared
 /// by all of them, so larger per-connection caches mostly multiply memory use.
+///
+/// Checkpoints (copying the WAL back into the database file) do not run at commit time, where
+/// they would stall the single writer: the store runs them in the background (`Store::checkpoint`).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
-    PRAGMA cache_size = -8000;";
+    PRAGMA cache_size = -8000; PRAGMA wal_autocheckpoint = 0;";
+
+/// The writer touches the same index pages over and over: a larger cache keeps them.
+const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -65536;";
 
 impl ManageConnection for Manager {
     type Connection = AnyConnection;
@@ -73,8 +94,14 @@ impl ManageConnection for Manager {
     fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
         match self.backend {
             Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
-                conn.batch_execute(SQLITE_PRAGMAS).map_err(r2d2::Error::QueryError)?;
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .map_err(r2d2::Error::QueryError)?;
+                if self.writer {
+                    conn.batch_execute(SQLITE_WRITER_PRAGMAS)
+                        .map_err(r2d2::Error::QueryError)?;
+                }
                 Ok(AnyConnection::Sqlite(conn))
             }
             Backend::Postgres => PgConnection::establish(&self.url)
@@ -84,7 +111,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut AnyConnection) -> bool {

@@ -27,37 +27,80 @@ pub fn insert(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreError> {
 }
 
 pub fn find(conn: &mut AnyConnection, id: &str) -> Result<Option<Job>, StoreError> {
-    Ok(jobs::table.find(id).select(Job::as_select()).first(conn).optional()?)
+    Ok(jobs::table
+        .find(id)
+        .select(Job::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Records progress; returns false when the job is no longer this worker's (cancelled, or
 /// taken over after a stale heartbeat).
-pub fn advance(conn: &mut AnyConnection, id: &str, cursor: i64, processed: i64, heartbeat: Micros) -> Result<bool, StoreError> {
-    let changed = diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::status.eq("running")).filter(jobs::updated_at.eq(heartbeat)))
-        .set((jobs::cursor.eq(cursor), jobs::processed.eq(processed), jobs::updated_at.eq(heartbeat + 1)))
-        .execute(conn)?;
+pub fn advance(
+    conn: &mut AnyConnection,
+    id: &str,
+    cursor: i64,
+    processed: i64,
+    heartbeat: Micros,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::status.eq("running"))
+            .filter(jobs::updated_at.eq(heartbeat)),
+    )
+    .set((
+        jobs::cursor.eq(cursor),
+        jobs::processed.eq(processed),
+        jobs::updated_at.eq(heartbeat + 1),
+    ))
+    .execute(conn)?;
     Ok(changed == 1)
 }
 
-pub fn finish(conn: &mut AnyConnection, id: &str, status: &str, message: Option<String>) -> Result<(), StoreError> {
-    diesel::update(jobs::table.find(id)).set((jobs::status.eq(status), jobs::message.eq(message), jobs::updated_at.eq(now_micros()))).execute(conn)?;
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    message: Option<String>,
+) -> Result<(), StoreError> {
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::status.eq(status),
+            jobs::message.eq(message),
+            jobs::updated_at.eq(now_micros()),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
 /// Takes a queued job, or a running one whose worker stopped beating for `stale_after`
 /// microseconds; returns it with the heartbeat this worker now owns.
-pub fn claim(conn: &mut AnyConnection, kind: &str, stale_after: Micros) -> Result<Option<Job>, StoreError> {
+pub fn claim(
+    conn: &mut AnyConnection,
+    kind: &str,
+    stale_after: Micros,
+) -> Result<Option<Job>, StoreError> {
     let now = now_micros();
     let candidates: Vec<Job> = jobs::table
         .filter(jobs::kind.eq(kind))
-        .filter(jobs::status.eq("queued").or(jobs::status.eq("running").and(jobs::updated_at.lt(now - stale_after))))
+        .filter(
+            jobs::status.eq("queued").or(jobs::status
+                .eq("running")
+                .and(jobs::updated_at.lt(now - stale_after))),
+        )
         .select(Job::as_select())
         .limit(5)
         .load(conn)?;
     for mut job in candidates {
-        let taken = diesel::update(jobs::table.filter(jobs::id.eq(&job.id)).filter(jobs::updated_at.eq(job.updated_at)).filter(jobs::status.eq(&job.status)))
-            .set((jobs::status.eq("running"), jobs::updated_at.eq(now)))
-            .execute(conn)?;
+        let taken = diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(&job.id))
+                .filter(jobs::updated_at.eq(job.updated_at))
+                .filter(jobs::status.eq(&job.status)),
+        )
+        .set((jobs::status.eq("running"), jobs::updated_at.eq(now)))
+        .execute(conn)?;
         if taken == 1 {
             job.status = "running".into();
             job.updated_at = now;
@@ -68,7 +111,12 @@ pub fn claim(conn: &mut AnyConnection, kind: &str, stale_after: Micros) -> Resul
 }
 
 /// Resource keys after `cursor`, in order, at most `limit`, of the given types (all if empty).
-pub fn resource_keys_after(conn: &mut AnyConnection, cursor: i64, types: &[String], limit: i64) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+pub fn resource_keys_after(
+    conn: &mut AnyConnection,
+    cursor: i64,
+    types: &[String],
+    limit: i64,
+) -> Result<Vec<(i64, Option<String>)>, StoreError> {
     let mut query = resources::table
         .filter(resources::pk.gt(cursor))
         .filter(resources::deleted.eq(0))
@@ -83,7 +131,10 @@ pub fn resource_keys_after(conn: &mut AnyConnection, cursor: i64, types: &[Strin
 }
 
 pub fn count_resources(conn: &mut AnyConnection, types: &[String]) -> Result<i64, StoreError> {
-    let mut query = resources::table.filter(resources::deleted.eq(0)).count().into_boxed();
+    let mut query = resources::table
+        .filter(resources::deleted.eq(0))
+        .count()
+        .into_boxed();
     if !types.is_empty() {
         query = query.filter(resources::resource_type.eq_any(types.to_vec()));
     }
@@ -91,13 +142,21 @@ pub fn count_resources(conn: &mut AnyConnection, types: &[String]) -> Result<i64
 }
 
 pub fn state(conn: &mut AnyConnection, name: &str) -> Result<Option<String>, StoreError> {
-    Ok(server_state::table.find(name).select(server_state::value).first(conn).optional()?)
+    Ok(server_state::table
+        .find(name)
+        .select(server_state::value)
+        .first(conn)
+        .optional()?)
 }
 
 pub fn set_state(conn: &mut AnyConnection, name: &str, value: &str) -> Result<(), StoreError> {
-    let updated = diesel::update(server_state::table.find(name)).set(server_state::value.eq(value)).execute(conn)?;
+    let updated = diesel::update(server_state::table.find(name))
+        .set(server_state::value.eq(value))
+        .execute(conn)?;
     if updated == 0 {
-        diesel::insert_into(server_state::table).values((server_state::name.eq(name), server_state::value.eq(value))).execute(conn)?;
+        diesel::insert_into(server_state::table)
+            .values((server_state::name.eq(name), server_state::value.eq(value)))
+            .execute(conn)?;
     }
     Ok(())
 }

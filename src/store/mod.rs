@@ -7,20 +7,23 @@ pub mod clients;
 pub mod conn;
 pub mod index;
 pub mod jobs;
-pub mod search;
-pub mod sql;
 pub mod resources;
 pub mod schema;
+pub mod search;
+pub mod sql;
 
 use std::time::Duration;
 
+use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::Connection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use conn::{AnyConnection, Backend};
 use conn::{Manager, Pool};
+
+/// The WAL size beyond which the background checkpoint resets it.
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -47,9 +50,10 @@ impl StoreError {
     /// Sorts a diesel error: lost connections and lock timeouts are `Unavailable`.
     pub fn classify(err: DieselError) -> StoreError {
         match &err {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, info) => {
-                StoreError::Unavailable(info.message().to_string())
-            }
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => StoreError::Unavailable(info.message().to_string()),
             DieselError::DatabaseError(_, info) if is_transient_message(info.message()) => {
                 StoreError::Unavailable(info.message().to_string())
             }
@@ -74,6 +78,8 @@ pub struct Store {
     /// SQLite allows one writer at a time, so writes queue for a single connection instead of
     /// failing with "database is locked"; on PostgreSQL this is the same pool as `readers`.
     writers: Pool,
+    /// The SQLite database file (for its WAL's size).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -85,23 +91,48 @@ impl Store {
             && let Some(parent) = std::path::Path::new(&driver_url).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)
-                .map_err(|err| anyhow::anyhow!("cannot create the database folder {}: {err}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot create the database folder {}: {err}",
+                    parent.display()
+                )
+            })?;
         }
+        let sqlite_path =
+            (backend == Backend::Sqlite).then(|| std::path::PathBuf::from(&driver_url));
         let manager = Manager::new(backend, driver_url);
-        let build = |size: u32| {
+        let build = |size: u32, manager: Manager| {
             Pool::builder()
                 .max_size(size)
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(10))
                 .test_on_check_out(false)
-                .build(manager.clone())
+                .build(manager)
                 .map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))
         };
-        let writers = build(if backend == Backend::Sqlite { 1 } else { pool_size.max(2) })?;
-        let readers = if backend == Backend::Sqlite { build(pool_size.max(1))? } else { writers.clone() };
-        let store = Store { backend, readers, writers };
-        let mut conn = store.writers.get().map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
+        let writers = build(
+            if backend == Backend::Sqlite {
+                1
+            } else {
+                pool_size.max(2)
+            },
+            manager.for_writer(),
+        )?;
+        let readers = if backend == Backend::Sqlite {
+            build(pool_size.max(1), manager.clone())?
+        } else {
+            writers.clone()
+        };
+        let store = Store {
+            backend,
+            readers,
+            writers,
+            sqlite_path,
+        };
+        let mut conn = store
+            .writers
+            .get()
+            .map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
         run_migrations(&mut conn)?;
         Ok(store)
     }
@@ -112,7 +143,10 @@ impl Store {
         F: FnOnce(&mut AnyConnection) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let mut conn = self.readers.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let mut conn = self
+            .readers
+            .get()
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
         work(&mut conn)
     }
 
@@ -129,7 +163,9 @@ impl Store {
     {
         let pool = self.readers.clone();
         run_blocking(move || {
-            let mut conn = pool.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = pool
+                .get()
+                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
             work(&mut conn)
         })
         .await
@@ -145,7 +181,10 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if self.backend == Backend::Sqlite {
-            let mut conn = self.readers.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = self
+                .readers
+                .get()
+                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
             return work(&mut conn);
         }
         self.read(work).await
@@ -161,15 +200,42 @@ impl Store {
     {
         let pool = self.writers.clone();
         run_blocking(move || {
-            let mut conn = pool.get().map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = pool
+                .get()
+                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
             conn.transaction(|conn| work(conn))
         })
         .await
     }
 
+    /// SQLite: copies committed WAL frames back into the database file without blocking the
+    /// writer or readers (run every second in the background). Nothing to do on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.sqlite_path else {
+            return Ok(());
+        };
+        self.read(|conn| {
+            conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+                .map_err(StoreError::classify)
+        })
+        .await?;
+        // A WAL only starts over once fully copied; under steady writes that takes a moment with
+        // the writer's lock, which keeps the file from growing without bound.
+        let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES) {
+            self.write(|conn| {
+                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .map_err(StoreError::classify)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify)).await
+        self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify))
+            .await
     }
 }
 
@@ -181,7 +247,9 @@ where
 {
     match actix_web::rt::task::spawn_blocking(work).await {
         Ok(result) => result,
-        Err(join_error) => Err(StoreError::Other(anyhow::anyhow!("database task failed: {join_error}")).into()),
+        Err(join_error) => {
+            Err(StoreError::Other(anyhow::anyhow!("database task failed: {join_error}")).into())
+        }
     }
 }
 

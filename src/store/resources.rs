@@ -47,7 +47,11 @@ pub struct NewVersion<'a> {
     pub content: Option<&'a str>,
 }
 
-pub fn current(conn: &mut AnyConnection, resource_type: &str, id: &str) -> Result<Option<CurrentRow>, StoreError> {
+pub fn current(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<CurrentRow>, StoreError> {
     Ok(resources::table
         .filter(resources::resource_type.eq(resource_type))
         .filter(resources::id.eq(id))
@@ -72,7 +76,10 @@ pub fn version(
 /// Writes the first version of a resource and returns its key. Returns `None`, leaving the
 /// transaction usable, when a concurrent transaction created the same resource first (the
 /// caller then updates instead).
-pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<Option<i64>, StoreError> {
+pub fn insert_first(
+    conn: &mut AnyConnection,
+    new: &NewVersion<'_>,
+) -> Result<Option<i64>, StoreError> {
     let mut sql = Sql::default();
     sql.push("INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content) VALUES (");
     sql.text(new.resource_type);
@@ -85,7 +92,10 @@ pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<Op
     sql.push(", ");
     sql.int(i64::from(new.content.is_none()));
     sql.push(", ");
-    sql.bind(new.content.map_or(Bind::NullText, |c| Bind::Text(c.to_string())));
+    sql.bind(
+        new.content
+            .map_or(Bind::NullText, |c| Bind::Text(c.to_string())),
+    );
     sql.push(") RETURNING pk");
     let inserted: Result<Vec<Key>, StoreError> = match conn {
         // SQLite has one writer at a time, so nobody can create the row between the caller's
@@ -99,7 +109,10 @@ pub fn insert_first(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<Op
             insert_version(conn, new)?;
             Ok(keys.first().map(|k| k.pk))
         }
-        Err(StoreError::Backend(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => Ok(None),
+        Err(StoreError::Backend(DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            _,
+        ))) => Ok(None),
         Err(err) => Err(err),
     }
 }
@@ -140,7 +153,9 @@ pub fn replace_current(
 }
 
 fn insert_version(conn: &mut AnyConnection, new: &NewVersion<'_>) -> Result<(), StoreError> {
-    diesel::insert_into(resource_versions::table).values(new).execute(conn)?;
+    diesel::insert_into(resource_versions::table)
+        .values(new)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -179,7 +194,10 @@ pub struct HistoryQuery {
 
 /// Versions matching `query`, newest first. The SQL uses `$n` placeholders in order of first
 /// use, which both PostgreSQL and SQLite bind by position.
-pub fn history(conn: &mut AnyConnection, query: &HistoryQuery) -> Result<Vec<VersionRow>, StoreError> {
+pub fn history(
+    conn: &mut AnyConnection,
+    query: &HistoryQuery,
+) -> Result<Vec<VersionRow>, StoreError> {
     enum Bind {
         Text(String),
         Int(i64),
@@ -216,16 +234,23 @@ pub fn history(conn: &mut AnyConnection, query: &HistoryQuery) -> Result<Vec<Ver
         let ty = placeholder(Bind::Text(cursor.resource_type.clone()), &mut binds);
         let id = placeholder(Bind::Text(cursor.id.clone()), &mut binds);
         let vid = placeholder(Bind::Int(cursor.version_id), &mut binds);
-        conditions.push(format!("(v.last_updated, v.resource_type, v.id, v.version_id) < ({lu}, {ty}, {id}, {vid})"));
+        conditions.push(format!(
+            "(v.last_updated, v.resource_type, v.id, v.version_id) < ({lu}, {ty}, {id}, {vid})"
+        ));
     }
     let limit = placeholder(Bind::Int(query.limit), &mut binds);
-    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let sql = format!(
         "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.method, v.content \
          FROM resource_versions v {filter} \
          ORDER BY v.last_updated DESC, v.resource_type DESC, v.id DESC, v.version_id DESC LIMIT {limit}"
     );
-    let mut statement = diesel::sql_query(sql).into_boxed::<<AnyConnection as Connection>::Backend>();
+    let mut statement =
+        diesel::sql_query(sql).into_boxed::<<AnyConnection as Connection>::Backend>();
     for bind in binds {
         statement = match bind {
             Bind::Text(value) => statement.bind::<Text, _>(value),
@@ -236,7 +261,11 @@ pub fn history(conn: &mut AnyConnection, query: &HistoryQuery) -> Result<Vec<Ver
 }
 
 /// How many versions an instance has (for the instance history Bundle's `total`).
-pub fn version_count(conn: &mut AnyConnection, resource_type: &str, id: &str) -> Result<i64, StoreError> {
+pub fn version_count(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<i64, StoreError> {
     Ok(resource_versions::table
         .filter(resource_versions::resource_type.eq(resource_type))
         .filter(resource_versions::id.eq(id))

@@ -23,7 +23,6 @@ diesel::table! {
     }
 }
 
-
 diesel::table! {
     jobs (id) {
         id -> Text,

@@ -24,7 +24,10 @@ fn prefix_upper_bound(prefix: &str) -> String {
 
 /// A `LIKE` pattern matching `text` anywhere, with `%`, `_` and `\` escaped.
 fn contains_pattern(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 
@@ -55,8 +58,14 @@ enum Join {
 fn selectivity(cond: &Condition) -> Option<u8> {
     match cond {
         Condition::Id(_) => Some(0),
-        Condition::Match { modifier: Modifier::Not, .. } | Condition::Missing { .. } => None,
-        Condition::Match { param, modifier, .. } => Some(match (param.kind, modifier) {
+        Condition::Match {
+            modifier: Modifier::Not,
+            ..
+        }
+        | Condition::Missing { .. } => None,
+        Condition::Match {
+            param, modifier, ..
+        } => Some(match (param.kind, modifier) {
             (ParamType::Reference | ParamType::Token, _) => 1,
             (ParamType::String, Modifier::Exact) => 1,
             (ParamType::String, Modifier::Contains) => 5,
@@ -106,15 +115,25 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             sql.text(&param.code);
             sql.push(")");
         }
-        Condition::Match { param, modifier, values } => {
+        Condition::Match {
+            param,
+            modifier,
+            values,
+        } => {
             let negate = *modifier == Modifier::Not;
             let (table, param_name) = match (param.kind, modifier) {
-                (ParamType::Reference, Modifier::Identifier) => ("search_token", format!("{}:identifier", param.code)),
-                (ParamType::Token, Modifier::OfType) => ("search_token", format!("{}:of-type", param.code)),
+                (ParamType::Reference, Modifier::Identifier) => {
+                    ("search_token", format!("{}:identifier", param.code))
+                }
+                (ParamType::Token, Modifier::OfType) => {
+                    ("search_token", format!("{}:of-type", param.code))
+                }
                 (kind, _) => (table_of(kind), param.code.clone()),
             };
             if join == Join::Drive && !negate {
-                sql.push(&format!("{alias}.pk IN (SELECT resource_pk FROM {table} WHERE param = "));
+                sql.push(&format!(
+                    "{alias}.pk IN (SELECT resource_pk FROM {table} WHERE param = "
+                ));
             } else {
                 // `|| ''` keeps the planner on the (resource_pk, param) index: the value
                 // indexes start with param and would be scanned for every candidate.
@@ -179,7 +198,11 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             }
             sql.push(")");
         }
-        Condition::Has { source_type, reference_param, inner } => {
+        Condition::Has {
+            source_type,
+            reference_param,
+            inner,
+        } => {
             let source = sql.alias("s");
             let reference = sql.alias("sr");
             sql.push(&format!(
@@ -187,7 +210,9 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
                  ON {source}.pk = {reference}.resource_pk WHERE {reference}.param = "
             ));
             sql.text(reference_param);
-            sql.push(&format!(" AND {reference}.target_type = {alias}.resource_type AND {source}.resource_type = "));
+            sql.push(&format!(
+                " AND {reference}.target_type = {alias}.resource_type AND {source}.resource_type = "
+            ));
             sql.text(source_type);
             sql.push(&format!(" AND {source}.deleted = 0 AND "));
             condition(sql, &source, inner);
@@ -247,7 +272,14 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
             }
             sql.push(")");
         }
-        (ParamType::Reference, SearchValue::Reference { target_type, id, url }) => {
+        (
+            ParamType::Reference,
+            SearchValue::Reference {
+                target_type,
+                id,
+                url,
+            },
+        ) => {
             sql.push("(");
             match (id, url) {
                 (Some(id), url) => {
@@ -271,8 +303,20 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
             }
             sql.push(")");
         }
-        (ParamType::Date, SearchValue::Date { prefix, start, end }) => date_predicate(sql, "start_at", "end_at", *prefix, *start, *end),
-        (ParamType::Number | ParamType::Quantity, SearchValue::Quantity { prefix, value, low, high, system, code }) => {
+        (ParamType::Date, SearchValue::Date { prefix, start, end }) => {
+            date_predicate(sql, "start_at", "end_at", *prefix, *start, *end)
+        }
+        (
+            ParamType::Number | ParamType::Quantity,
+            SearchValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            },
+        ) => {
             sql.push("(");
             quantity_predicate(sql, *prefix, *value, *low, *high);
             if let Some(system) = system {
@@ -285,7 +329,14 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
             }
             sql.push(")");
         }
-        (ParamType::Composite, SearchValue::Composite { system, code, second }) => {
+        (
+            ParamType::Composite,
+            SearchValue::Composite {
+                system,
+                code,
+                second,
+            },
+        ) => {
             sql.push("(code = ");
             sql.text(code);
             if let Some(system) = system {
@@ -314,7 +365,9 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
                     sql.text(&prefix_upper_bound(&prefix));
                     sql.push(")");
                 }
-                SearchValue::Reference { target_type, id, .. } => {
+                SearchValue::Reference {
+                    target_type, id, ..
+                } => {
                     sql.push("v_code = ");
                     sql.text(id.as_deref().unwrap_or_default());
                     if let Some(target_type) = target_type {
@@ -322,7 +375,14 @@ fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &
                         sql.text(target_type);
                     }
                 }
-                SearchValue::Quantity { prefix, value, low, high, system, code } => {
+                SearchValue::Quantity {
+                    prefix,
+                    value,
+                    low,
+                    high,
+                    system,
+                    code,
+                } => {
                     sql.push("(low IS NOT NULL AND ");
                     quantity_predicate(sql, *prefix, *value, *low, *high);
                     if let Some(system) = system {
@@ -463,9 +523,17 @@ fn quantity_predicate(sql: &mut Sql, prefix: Prefix, value: f64, lo: f64, hi: f6
 /// A sort key (`_sort`).
 #[derive(Debug, Clone)]
 pub enum SortKey {
-    LastUpdated { descending: bool },
-    Id { descending: bool },
-    Param { code: String, kind: ParamType, descending: bool },
+    LastUpdated {
+        descending: bool,
+    },
+    Id {
+        descending: bool,
+    },
+    Param {
+        code: String,
+        kind: ParamType,
+        descending: bool,
+    },
 }
 
 /// What to search.
@@ -513,13 +581,29 @@ const DRIVER_PROBE_LIMIT: i64 = 500;
 /// Whether the most selective condition really is selective: a token like `status=active`
 /// may match most of a type, and then it should filter, not drive.
 fn should_drive(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<bool, StoreError> {
-    let Some(best) = spec.conditions.iter().min_by_key(|c| selectivity(c).unwrap_or(u8::MAX)) else { return Ok(false) };
-    let Condition::Match { param, modifier, values } = best else { return Ok(selectivity(best).is_some()) };
+    let Some(best) = spec
+        .conditions
+        .iter()
+        .min_by_key(|c| selectivity(c).unwrap_or(u8::MAX))
+    else {
+        return Ok(false);
+    };
+    let Condition::Match {
+        param,
+        modifier,
+        values,
+    } = best
+    else {
+        return Ok(selectivity(best).is_some());
+    };
     if selectivity(best).is_none() || matches!(modifier, Modifier::Identifier | Modifier::OfType) {
         return Ok(selectivity(best).is_some());
     }
     let mut sql = Sql::default();
-    sql.push(&format!("SELECT COUNT(*) AS count FROM (SELECT 1 FROM {} WHERE param = ", table_of(param.kind)));
+    sql.push(&format!(
+        "SELECT COUNT(*) AS count FROM (SELECT 1 FROM {} WHERE param = ",
+        table_of(param.kind)
+    ));
     sql.text(&param.code);
     sql.push(" AND (");
     for (index, value) in values.iter().enumerate() {
@@ -547,7 +631,11 @@ fn where_clause_driven(sql: &mut Sql, spec: &SearchSpec, may_drive: bool) {
     if !spec.types.is_empty() {
         // With a driving condition, keep the planner on it: `|| ''` hides the type column from
         // the type index, which SQLite would otherwise scan in key order to satisfy ORDER BY.
-        sql.push(if driver { " AND r.resource_type || '' IN (" } else { " AND r.resource_type IN (" });
+        sql.push(if driver {
+            " AND r.resource_type || '' IN ("
+        } else {
+            " AND r.resource_type IN ("
+        });
         for (index, resource_type) in spec.types.iter().enumerate() {
             if index > 0 {
                 sql.push(", ");
@@ -558,11 +646,21 @@ fn where_clause_driven(sql: &mut Sql, spec: &SearchSpec, may_drive: bool) {
     }
     for (index, cond) in order.into_iter().enumerate() {
         sql.push(" AND ");
-        joined_condition(sql, "r", cond, if index == 0 && driver { Join::Drive } else { Join::Filter });
+        joined_condition(
+            sql,
+            "r",
+            cond,
+            if index == 0 && driver {
+                Join::Drive
+            } else {
+                Join::Filter
+            },
+        );
     }
 }
 
-const COLUMNS: &str = "SELECT r.pk, r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM resources r";
+const COLUMNS: &str =
+    "SELECT r.pk, r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM resources r";
 
 /// The matching resources of one page, in order.
 pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>, StoreError> {
@@ -580,14 +678,27 @@ pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>,
             sql.push(" AND r.pk < ");
             sql.int(before);
         }
-        sql.push(if reversed { " ORDER BY r.pk DESC" } else { " ORDER BY r.pk" });
+        sql.push(if reversed {
+            " ORDER BY r.pk DESC"
+        } else {
+            " ORDER BY r.pk"
+        });
     } else {
         sql.push(" ORDER BY ");
         for key in &spec.sort {
             match key {
-                SortKey::LastUpdated { descending } => sql.push(&format!("r.last_updated{}, ", if *descending { " DESC" } else { "" })),
-                SortKey::Id { descending } => sql.push(&format!("r.id{}, ", if *descending { " DESC" } else { "" })),
-                SortKey::Param { code, kind, descending } => {
+                SortKey::LastUpdated { descending } => sql.push(&format!(
+                    "r.last_updated{}, ",
+                    if *descending { " DESC" } else { "" }
+                )),
+                SortKey::Id { descending } => {
+                    sql.push(&format!("r.id{}, ", if *descending { " DESC" } else { "" }))
+                }
+                SortKey::Param {
+                    code,
+                    kind,
+                    descending,
+                } => {
                     let (column, table) = match kind {
                         ParamType::String => ("normalized", "search_string"),
                         ParamType::Token => ("code", "search_token"),
@@ -598,7 +709,9 @@ pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>,
                     };
                     let aggregate = if *descending { "MAX" } else { "MIN" };
                     // Resources without a value sort last either way.
-                    sql.push(&format!("(SELECT COUNT(*) FROM {table} x WHERE x.resource_pk = r.pk AND x.param = "));
+                    sql.push(&format!(
+                        "(SELECT COUNT(*) FROM {table} x WHERE x.resource_pk = r.pk AND x.param = "
+                    ));
                     sql.text(code);
                     sql.push(&format!(") = 0, (SELECT {aggregate}(x.{column}) FROM {table} x WHERE x.resource_pk = r.pk AND x.param = "));
                     sql.text(code);
@@ -640,7 +753,13 @@ struct Target {
 
 /// `_include`: the current resources referenced through `param` (any parameter when `None`)
 /// by the resources `pks`, optionally only of `target_type`; at most `limit`.
-pub fn included(conn: &mut AnyConnection, pks: &[i64], param: Option<&str>, target_type: Option<&str>, limit: i64) -> Result<Vec<Found>, StoreError> {
+pub fn included(
+    conn: &mut AnyConnection,
+    pks: &[i64],
+    param: Option<&str>,
+    target_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Found>, StoreError> {
     if pks.is_empty() {
         return Ok(Vec::new());
     }
@@ -665,9 +784,13 @@ pub fn included(conn: &mut AnyConnection, pks: &[i64], param: Option<&str>, targ
     sql.int(limit);
     let targets: Vec<Target> = run(conn, sql)?;
     // One query per target type, so the (resource_type, id) index answers it.
-    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for target in &targets {
-        by_type.entry(target.target_type.as_str()).or_default().push(target.target_id.as_str());
+        by_type
+            .entry(target.target_type.as_str())
+            .or_default()
+            .push(target.target_id.as_str());
     }
     let mut found = Vec::new();
     for (target_type, ids) in by_type {
@@ -692,7 +815,13 @@ pub fn included(conn: &mut AnyConnection, pks: &[i64], param: Option<&str>, targ
 
 /// `_revinclude`: current `source_type` resources whose `param` (any when `None`) refers to one
 /// of `targets` (type, id); at most `limit`.
-pub fn revincluded(conn: &mut AnyConnection, targets: &[(String, String)], source_type: &str, param: Option<&str>, limit: i64) -> Result<Vec<Found>, StoreError> {
+pub fn revincluded(
+    conn: &mut AnyConnection,
+    targets: &[(String, String)],
+    source_type: &str,
+    param: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Found>, StoreError> {
     if targets.is_empty() {
         return Ok(Vec::new());
     }
@@ -701,9 +830,13 @@ pub fn revincluded(conn: &mut AnyConnection, targets: &[(String, String)], sourc
     sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
     sql.text(source_type);
     sql.push(" AND r.pk IN (SELECT resource_pk FROM search_reference WHERE (");
-    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for (target_type, id) in targets {
-        by_type.entry(target_type.as_str()).or_default().push(id.as_str());
+        by_type
+            .entry(target_type.as_str())
+            .or_default()
+            .push(id.as_str());
     }
     for (index, (target_type, ids)) in by_type.iter().enumerate() {
         if index > 0 {
@@ -737,15 +870,37 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_in_order_of_appearance() {
         let registry = crate::search::registry::Registry::r4();
-        let chain = crate::search::query::parse_condition(&registry, "Observation", "subject:Patient.name", "ana", 0);
-        let has = crate::search::query::parse_condition(&registry, "Patient", "_has:Observation:subject:code", "x|1", 0);
+        let chain = crate::search::query::parse_condition(
+            &registry,
+            "Observation",
+            "subject:Patient.name",
+            "ana",
+            0,
+        );
+        let has = crate::search::query::parse_condition(
+            &registry,
+            "Patient",
+            "_has:Observation:subject:code",
+            "x|1",
+            0,
+        );
         let mut sql = Sql::default();
-        let spec = SearchSpec { types: vec!["Observation".into()], conditions: vec![chain.unwrap_or(Condition::Id(vec![])), has.unwrap_or(Condition::Id(vec![]))], ..Default::default() };
+        let spec = SearchSpec {
+            types: vec!["Observation".into()],
+            conditions: vec![
+                chain.unwrap_or(Condition::Id(vec![])),
+                has.unwrap_or(Condition::Id(vec![])),
+            ],
+            ..Default::default()
+        };
         where_clause(&mut sql, &spec);
         let mut expected = 1;
         let mut rest = sql.text.as_str();
         while let Some(at) = rest.find('$') {
-            let digits: String = rest[at + 1..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = rest[at + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             assert_eq!(digits.parse::<usize>().ok(), Some(expected), "{}", sql.text);
             expected += 1;
             rest = &rest[at + 1..];

@@ -54,8 +54,12 @@ impl Sql {
 }
 
 /// Runs a query and loads its rows.
-pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>(conn: &mut AnyConnection, sql: Sql) -> Result<Vec<T>, StoreError> {
-    let mut statement = diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
+pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>(
+    conn: &mut AnyConnection,
+    sql: Sql,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement =
+        diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
     for bind in sql.binds {
         statement = match bind {
             Bind::Text(value) => statement.bind::<Text, _>(value),
@@ -69,10 +73,10 @@ pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>
     Ok(statement.load::<T>(conn)?)
 }
 
-
 /// Runs a statement; returns the number of rows it changed.
 pub fn execute(conn: &mut AnyConnection, sql: Sql) -> Result<usize, StoreError> {
-    let mut statement = diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
+    let mut statement =
+        diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
     for bind in sql.binds {
         statement = match bind {
             Bind::Text(value) => statement.bind::<Text, _>(value),

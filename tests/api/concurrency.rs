@@ -8,10 +8,17 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::helpers::{TestApp, body, header, send};
 
-backend_tests!(concurrent_updates_get_distinct_versions, if_match_races_have_one_winner);
+backend_tests!(
+    concurrent_updates_get_distinct_versions,
+    if_match_races_have_one_winner
+);
 
 async fn concurrent_updates_get_distinct_versions(app: TestApp) {
-    app.put("Patient/busy", &json!({"resourceType":"Patient","id":"busy"})).await;
+    app.put(
+        "Patient/busy",
+        &json!({"resourceType":"Patient","id":"busy"}),
+    )
+    .await;
     let writers = (0..32).map(|i| {
         let request = app
             .request(Method::PUT, "Patient/busy")
@@ -33,7 +40,11 @@ async fn concurrent_updates_get_distinct_versions(app: TestApp) {
 }
 
 async fn if_match_races_have_one_winner(app: TestApp) {
-    app.put("Patient/race", &json!({"resourceType":"Patient","id":"race"})).await;
+    app.put(
+        "Patient/race",
+        &json!({"resourceType":"Patient","id":"race"}),
+    )
+    .await;
     let racers = (0..16).map(|i| {
         let request = app
             .request(Method::PUT, "Patient/race")
@@ -43,8 +54,16 @@ async fn if_match_races_have_one_winner(app: TestApp) {
         async move { send(request).await.status().as_u16() }
     });
     let statuses = futures::future::join_all(racers).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        15,
+        "{statuses:?}"
+    );
     let current = body(app.get("Patient/race").await).await;
     assert_eq!(current["meta"]["versionId"], "2");
 }

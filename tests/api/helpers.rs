@@ -41,18 +41,28 @@ impl TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
 
-    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    pub async fn spawn_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
         LazyLock::force(&TRACING);
         let dir = tempfile::tempdir().ok()?;
         let (database_url, schema) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("test.db").display()), None),
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("test.db").display()),
+                None,
+            ),
             Backend::Postgres => {
                 let url = postgres_url()?;
                 let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
                 let mut conn = PgConnection::establish(&url).ok()?;
-                conn.batch_execute(&format!("CREATE SCHEMA {schema}")).ok()?;
+                conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .ok()?;
                 let separator = if url.contains('?') { '&' } else { '?' };
-                (format!("{url}{separator}options=-c%20search_path%3D{schema}"), Some((url, schema)))
+                (
+                    format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+                    Some((url, schema)),
+                )
             }
         };
         let mut settings = Settings::new("127.0.0.1:0", database_url);
@@ -76,7 +86,10 @@ impl TestApp {
         Some(TestApp {
             base: format!("{root}/fhir"),
             root,
-            client: Client::builder().default_headers(headers).build().unwrap_or_default(),
+            client: Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
             data_dir: dir.path().to_path_buf(),
             database_url: settings.database_url.clone(),
             handle,
@@ -101,11 +114,21 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        send(self.request(Method::POST, path).header("Content-Type", "application/fhir+json").body(body.to_string())).await
+        send(
+            self.request(Method::POST, path)
+                .header("Content-Type", "application/fhir+json")
+                .body(body.to_string()),
+        )
+        .await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Response {
-        send(self.request(Method::PUT, path).header("Content-Type", "application/fhir+json").body(body.to_string())).await
+        send(
+            self.request(Method::PUT, path)
+                .header("Content-Type", "application/fhir+json")
+                .body(body.to_string()),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Response {
@@ -125,8 +148,14 @@ impl Drop for TestApp {
 }
 
 /// A token signed with the key in `data_dir` (the server's own key, mode `local`).
-pub fn token_for(data_dir: &std::path::Path, scope: &str, patient: Option<&str>, fhir_user: Option<&str>) -> String {
-    let key = pivot_fhir::auth::keys::load_or_create(data_dir).unwrap_or_else(|err| panic!("signing key: {err:#}"));
+pub fn token_for(
+    data_dir: &std::path::Path,
+    scope: &str,
+    patient: Option<&str>,
+    fhir_user: Option<&str>,
+) -> String {
+    let key = pivot_fhir::auth::keys::load_or_create(data_dir)
+        .unwrap_or_else(|err| panic!("signing key: {err:#}"));
     let request = pivot_fhir::auth::token::TokenRequest {
         client_id: "test-client".into(),
         scope: scope.into(),
@@ -134,12 +163,15 @@ pub fn token_for(data_dir: &std::path::Path, scope: &str, patient: Option<&str>,
         fhir_user: fhir_user.map(str::to_string),
         lifetime_seconds: 600,
     };
-    pivot_fhir::auth::token::issue(&key, "pivot-fhir", "pivot-fhir", &request).unwrap_or_else(|err| panic!("token: {err:#}"))
+    pivot_fhir::auth::token::issue(&key, "pivot-fhir", "pivot-fhir", &request)
+        .unwrap_or_else(|err| panic!("token: {err:#}"))
 }
 
 /// The PostgreSQL server for tests, from `DATABASE_URL` (only a `postgres://` URL counts).
 pub fn postgres_url() -> Option<String> {
-    std::env::var("DATABASE_URL").ok().filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
 }
 
 pub async fn send(request: RequestBuilder) -> Response {
@@ -157,20 +189,27 @@ pub async fn body(response: Response) -> Value {
 
 /// A response header as text.
 pub fn header(response: &Response, name: &str) -> String {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Asserts an OperationOutcome error response with `status` and first issue code `code`;
 /// returns the outcome.
 pub async fn expect_outcome(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
-    assert!(header(&response, "content-type").starts_with("application/fhir+json"), "content type");
+    assert!(
+        header(&response, "content-type").starts_with("application/fhir+json"),
+        "content type"
+    );
     let outcome = body(response).await;
     assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
     assert_eq!(outcome["issue"][0]["code"], code, "{outcome}");
     outcome
 }
-
 
 /// Runs one async test body against each backend: `name::sqlite` always, `name::postgres`
 /// when `DATABASE_URL` names a PostgreSQL server (otherwise it says it skipped).

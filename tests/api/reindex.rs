@@ -24,9 +24,19 @@ async fn a_new_search_parameter_works_after_reindex(app: TestApp) {
         "resourceType":"SearchParameter","url":"https://pivot-fhir.example.org/fhir/SearchParameter/test-region","name":"TestRegion",
         "status":"active","description":"The patient's region","code":"test-region","base":["Patient"],"type":"token",
         "expression":"Patient.extension('https://pivot-fhir.example.org/fhir/StructureDefinition/test-region').value"});
-    assert_eq!(app.post("SearchParameter", &definition).await.status().as_u16(), 201);
+    assert_eq!(
+        app.post("SearchParameter", &definition)
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
     // not in force before $reindex
-    let strict = send(app.request(Method::GET, "Patient?test-region=region-3").header("Prefer", "handling=strict")).await;
+    let strict = send(
+        app.request(Method::GET, "Patient?test-region=region-3")
+            .header("Prefer", "handling=strict"),
+    )
+    .await;
     expect_outcome(strict, 400, "not-supported").await;
     let started = send(app.request(Method::POST, "$reindex")).await;
     assert_eq!(started.status().as_u16(), 202);
@@ -49,13 +59,33 @@ async fn a_new_search_parameter_works_after_reindex(app: TestApp) {
     }
     assert!(done, "the re-index job did not finish");
     let found = body(app.get("Patient?test-region=region-3").await).await;
-    let ids: Vec<&str> = found["entry"].as_array().map(|e| e.iter().filter_map(|x| x["resource"]["id"].as_str()).collect()).unwrap_or_default();
+    let ids: Vec<&str> = found["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["resource"]["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
     assert_eq!(ids, vec!["r1"], "existing resources were indexed");
     app.put("Patient/r3", &patient("r3", "region-3")).await;
     let found = body(app.get("Patient?test-region=region-3").await).await;
-    assert_eq!(found["entry"].as_array().map(Vec::len), Some(2), "new writes use it too");
+    assert_eq!(
+        found["entry"].as_array().map(Vec::len),
+        Some(2),
+        "new writes use it too"
+    );
     let statement = body(app.get("metadata").await).await;
-    let listed = statement["rest"][0]["resource"].as_array().into_iter().flatten().filter(|r| r["type"] == "Patient").any(|r| r["searchParam"].as_array().is_some_and(|p| p.iter().any(|x| x["name"] == "test-region")));
+    let listed = statement["rest"][0]["resource"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"] == "Patient")
+        .any(|r| {
+            r["searchParam"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x["name"] == "test-region"))
+        });
     assert!(listed, "the CapabilityStatement lists it");
     expect_outcome(app.get("_job/no-such-job").await, 404, "not-found").await;
 }

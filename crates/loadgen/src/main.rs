@@ -96,7 +96,9 @@ async fn main() {
     for connection in 0..args.connections {
         let args = args.clone();
         let errors = errors.clone();
-        tasks.push(tokio::spawn(async move { run_connection(&args, connection, deadline, &errors).await }));
+        tasks.push(tokio::spawn(async move {
+            run_connection(&args, connection, deadline, &errors).await
+        }));
     }
     let mut latencies: Vec<u32> = Vec::new();
     for task in tasks {
@@ -139,7 +141,9 @@ async fn main() {
 
 fn client(token: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+    if let Some(value) =
+        token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
     reqwest::Client::builder()
@@ -151,12 +155,19 @@ fn client(token: Option<&str>) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-async fn run_connection(args: &Args, connection: usize, deadline: Instant, errors: &AtomicU64) -> Vec<u32> {
+async fn run_connection(
+    args: &Args,
+    connection: usize,
+    deadline: Instant,
+    errors: &AtomicU64,
+) -> Vec<u32> {
     let client = client(args.token.as_deref());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (connection as u64 + 1) * 0x1000_0001);
     let mut latencies = Vec::with_capacity(100_000);
     // `update`: this connection's ids and the version each is at.
-    let owned: Vec<u64> = (args.start..args.start + args.count).filter(|i| (*i as usize) % args.connections == connection).collect();
+    let owned: Vec<u64> = (args.start..args.start + args.count)
+        .filter(|i| (*i as usize) % args.connections == connection)
+        .collect();
     let mut versions = vec![args.initial_version; owned.len()];
     let mut iteration: u64 = 0;
     while Instant::now() < deadline {
@@ -168,21 +179,38 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
                 .header("Content-Type", "application/fhir+json")
                 .header("Prefer", "return=minimal")
                 .body(patient(None, rng.next() % 1_000_000)),
-            "read" => client.get(format!("{}/fhir/Patient/bench-{}", args.root, rng.next() % args.count)),
+            "read" => client.get(format!(
+                "{}/fhir/Patient/bench-{}",
+                args.root,
+                rng.next() % args.count
+            )),
             "search-identifier" => client.get(format!(
                 "{}/fhir/Patient?identifier=https://medicaid.example.gov/id|MCD-{:09}",
                 args.root,
                 rng.next() % args.count
             )),
-            "search-name" => client.get(format!("{}/fhir/Patient?name=Family{}", args.root, rng.next() % 997)),
+            "search-name" => client.get(format!(
+                "{}/fhir/Patient?name=Family{}",
+                args.root,
+                rng.next() % 997
+            )),
             "search-subject-code" => {
                 let i = rng.next() % args.count;
-                client.get(format!("{}/fhir/Observation?subject=Patient/bench-{i}&code=http://loinc.org|{}", args.root, LOINC[(i % 5) as usize]))
+                client.get(format!(
+                    "{}/fhir/Observation?subject=Patient/bench-{i}&code=http://loinc.org|{}",
+                    args.root,
+                    LOINC[(i % 5) as usize]
+                ))
             }
-            "search-patient-date" => {
-                client.get(format!("{}/fhir/Observation?patient=Patient/bench-{}&date=ge2025-06-01", args.root, rng.next() % args.count))
-            }
-            "search-include" => client.get(format!("{}/fhir/ServiceRequest?status=active&_include=ServiceRequest:subject", args.root)),
+            "search-patient-date" => client.get(format!(
+                "{}/fhir/Observation?patient=Patient/bench-{}&date=ge2025-06-01",
+                args.root,
+                rng.next() % args.count
+            )),
+            "search-include" => client.get(format!(
+                "{}/fhir/ServiceRequest?status=active&_include=ServiceRequest:subject",
+                args.root
+            )),
             "update" => {
                 if owned.is_empty() {
                     break;
@@ -226,16 +254,31 @@ async fn run_connection(args: &Args, connection: usize, deadline: Instant, error
 
 /// The Bundles to post for `ingest`: (JSON text, entries).
 fn ingest_bundles(args: &Args) -> Vec<(String, u64)> {
-    let Some(dir) = &args.bundle_dir else { return Vec::new() };
-    let mut files: Vec<_> = std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    let Some(dir) = &args.bundle_dir else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
     files.sort();
-    let texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
-    let count = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok().and_then(|b| b["entry"].as_array().map(|e| e.len() as u64)).unwrap_or(0);
+    let texts: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    let count = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|b| b["entry"].as_array().map(|e| e.len() as u64))
+            .unwrap_or(0)
+    };
     if args.merge == 0 {
-        return texts.into_iter().map(|t| {
-            let n = count(&t);
-            (t, n)
-        }).collect();
+        return texts
+            .into_iter()
+            .map(|t| {
+                let n = count(&t);
+                (t, n)
+            })
+            .collect();
     }
     let mut entries = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -255,7 +298,8 @@ fn ingest_bundles(args: &Args) -> Vec<(String, u64)> {
         }
     }
     let n = entries.len() as u64;
-    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let bundle =
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
     vec![(bundle.to_string(), n)]
 }
 
@@ -308,7 +352,12 @@ async fn ingest(args: &Args) {
     }
     latencies.sort_unstable();
     let seconds = started.elapsed().as_secs_f64();
-    let at = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    let at = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "ingest   conns={:<3} bundles={:<6} failures={failures:<4} {:>8.0} resources/s  bundle p50={}ms p99={}ms max={}ms (entries per bundle: {})",
         args.connections,
@@ -317,7 +366,11 @@ async fn ingest(args: &Args) {
         at(0.5),
         at(0.99),
         at(1.0),
-        bundles.iter().map(|b| b.1.to_string()).collect::<Vec<_>>().join("/")
+        bundles
+            .iter()
+            .map(|b| b.1.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
     );
 }
 
@@ -326,7 +379,10 @@ const LOINC: [&str; 5] = ["88122-7", "88123-5", "39156-5", "8480-6", "71802-3"];
 /// The program's resources for patient `i`: (path, body).
 fn program_resources(i: u64) -> Vec<(String, String)> {
     let patient_id = format!("bench-{i}");
-    let mut out = vec![(format!("Patient/{patient_id}"), patient(Some(&patient_id), i))];
+    let mut out = vec![(
+        format!("Patient/{patient_id}"),
+        patient(Some(&patient_id), i),
+    )];
     for k in 0..5u64 {
         let id = format!("obs-{i}-{k}");
         let day = 1 + (i * 7 + k * 3) % 28;
@@ -401,7 +457,11 @@ async fn preload(args: &Args) {
     for task in tasks {
         failures += task.await.unwrap_or(1);
     }
-    let per_patient = if args.scenario == "seed-program" { 8 } else { 1 };
+    let per_patient = if args.scenario == "seed-program" {
+        8
+    } else {
+        1
+    };
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{} {} resources ({} patients) in {seconds:.1}s, {:.0} resources/s ({failures} failures)",

@@ -1,22 +1,24 @@
 -- Search index: rows extracted from the current version of each resource, one table per
 -- parameter type, keyed by resources.pk and rewritten in the same transaction as the resource.
+-- No foreign key: the rows only ever change with their resource, and checking a key on every
+-- index row would cost more than it protects.
 
 CREATE TABLE search_string (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     normalized TEXT NOT NULL, exact TEXT NOT NULL
 );
 CREATE INDEX search_string_by_resource ON search_string (resource_pk, param);
 CREATE INDEX search_string_lookup_0 ON search_string (param, normalized, resource_pk);
 CREATE TABLE search_token (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL
 );
 CREATE INDEX search_token_by_resource ON search_token (resource_pk, param);
 CREATE INDEX search_token_lookup_0 ON search_token (param, code, system, resource_pk);
 CREATE TABLE search_reference (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     target_type TEXT NOT NULL, target_id TEXT NOT NULL, url TEXT NOT NULL
 );
@@ -24,21 +26,21 @@ CREATE INDEX search_reference_by_resource ON search_reference (resource_pk, para
 CREATE INDEX search_reference_lookup_0 ON search_reference (param, target_id, target_type, resource_pk);
 CREATE INDEX search_reference_lookup_1 ON search_reference (target_id, target_type, param);
 CREATE TABLE search_date (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     start_at BIGINT NOT NULL, end_at BIGINT NOT NULL
 );
 CREATE INDEX search_date_by_resource ON search_date (resource_pk, param);
 CREATE INDEX search_date_lookup_0 ON search_date (param, start_at, end_at, resource_pk);
 CREATE TABLE search_quantity (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     low REAL NOT NULL, high REAL NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
 );
 CREATE INDEX search_quantity_by_resource ON search_quantity (resource_pk, param);
 CREATE INDEX search_quantity_lookup_0 ON search_quantity (param, low, high, resource_pk);
 CREATE TABLE search_uri (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     uri TEXT NOT NULL
 );

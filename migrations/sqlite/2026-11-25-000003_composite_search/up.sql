@@ -1,7 +1,7 @@
 -- Composite search parameters (e.g. Observation code-value-quantity): one row per pair of
 -- component values taken from the same element, so both parts must match together.
 CREATE TABLE search_composite (
-    resource_pk BIGINT NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+    resource_pk BIGINT NOT NULL,
     param TEXT NOT NULL,
     -- the first component, a token
     system TEXT NOT NULL,

@@ -12,14 +12,29 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service::bundle::{self, Representation};
 
-pub async fn batch_or_transaction(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+pub async fn batch_or_transaction(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
     require_json_body(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let parsed = parse_resource(&body, Some("Bundle"))?;
-    let kind = parsed.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = parsed
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if kind != "transaction" && kind != "batch" {
-        return Err(FhirError::invalid(Issue::error("value", format!("POST to the base takes a transaction or batch Bundle, not '{kind}'")).at("Bundle.type")));
+        return Err(FhirError::invalid(
+            Issue::error(
+                "value",
+                format!("POST to the base takes a transaction or batch Bundle, not '{kind}'"),
+            )
+            .at("Bundle.type"),
+        ));
     }
     let entries = bundle::parse_entries(&parsed, state.max_bundle_entries)?;
     drop(parsed);
@@ -33,21 +48,50 @@ pub async fn batch_or_transaction(req: HttpRequest, payload: web::Payload, state
     let count = entries.len();
     let text = if kind == "transaction" {
         let transaction_base = base.clone();
-        let responses = state.store.write(move |conn| bundle::transaction(conn, &registry, &transaction_base, entries, representation, &access)).await?;
-        tracing::info!(interaction = "transaction", entries = count, "transaction committed");
+        let responses = state
+            .store
+            .write(move |conn| {
+                bundle::transaction(
+                    conn,
+                    &registry,
+                    &transaction_base,
+                    entries,
+                    representation,
+                    &access,
+                )
+            })
+            .await?;
+        tracing::info!(
+            interaction = "transaction",
+            entries = count,
+            "transaction committed"
+        );
         bundle::response_bundle("transaction-response", &base, &responses)
     } else {
         let mut responses = Vec::with_capacity(count);
         for entry in entries {
-            let (registry, entry_base, entry_access) = (registry.clone(), base.clone(), access.clone());
+            let (registry, entry_base, entry_access) =
+                (registry.clone(), base.clone(), access.clone());
             let result = state
                 .store
-                .write(move |conn| bundle::batch_entry(conn, &registry, &entry_base, &entry, representation, &entry_access).map_err(|e| bundle::at_entry(e, entry.index)))
+                .write(move |conn| {
+                    bundle::batch_entry(
+                        conn,
+                        &registry,
+                        &entry_base,
+                        &entry,
+                        representation,
+                        &entry_access,
+                    )
+                    .map_err(|e| bundle::at_entry(e, entry.index))
+                })
                 .await;
             responses.push(result.unwrap_or_else(|err| bundle::failed_entry(&err)));
         }
         tracing::info!(interaction = "batch", entries = count, "batch processed");
         bundle::response_bundle("batch-response", &base, &responses)
     };
-    Ok(HttpResponse::build(StatusCode::OK).content_type(format.content_type).body(response::body_text(format, &text)))
+    Ok(HttpResponse::build(StatusCode::OK)
+        .content_type(format.content_type)
+        .body(response::body_text(format, &text)))
 }

@@ -12,13 +12,31 @@ use crate::fhir::RESOURCE_TYPES;
 use crate::search::registry::{ParamType, Registry};
 
 /// The interactions every resource type supports.
-pub const TYPE_INTERACTIONS: &[&str] = &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
+pub const TYPE_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
 /// The interactions of the whole system.
-pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system", "search-system"];
+pub const SYSTEM_INTERACTIONS: &[&str] =
+    &["transaction", "batch", "history-system", "search-system"];
 
-pub async fn capability_statement(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
+pub async fn capability_statement(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
-    let statement = build(&state.fhir_base(&req), &state.started_at, &state.registry.current());
+    let statement = build(
+        &state.fhir_base(&req),
+        &state.started_at,
+        &state.registry.current(),
+    );
     Ok(response::json(StatusCode::OK, format, &statement))
 }
 

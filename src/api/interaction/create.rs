@@ -9,8 +9,8 @@ use crate::api::{AppState, known_type, response};
 use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
-use crate::service::access::visible;
 use crate::fhir::parse::parse_resource;
+use crate::service::access::visible;
 use crate::service::conditional::{self, Created};
 
 pub async fn create(
@@ -24,7 +24,12 @@ pub async fn create(
     let grant = access.require(&resource_type, Permission::Create)?;
     let format = negotiate(&req)?;
     require_json_body(&req)?;
-    let if_none_exist = req.headers().get("if-none-exist").map(|v| v.to_str().map(str::to_string)).transpose().map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
+    let if_none_exist = req
+        .headers()
+        .get("if-none-exist")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| FhirError::bad_request("If-None-Exist is not valid text"))?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
@@ -37,7 +42,9 @@ pub async fn create(
                 Created::Existing(f) => (f.resource_type.clone(), f.id.clone()),
             };
             if !visible(conn, &registry, &ty, &id, &grant)? {
-                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+                return Err(FhirError::Forbidden(
+                    "The resource would be outside the token's reach".into(),
+                ));
             }
             Ok(created)
         })
@@ -46,18 +53,47 @@ pub async fn create(
     match created {
         Created::New(written) => {
             tracing::info!(interaction = "create", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "created");
-            let location = format!("{base}/{}/{}/_history/{}", written.resource_type, written.id, written.version_id);
-            let mut builder = response::versioned(StatusCode::CREATED, written.version_id, written.last_updated);
+            let location = format!(
+                "{base}/{}/{}/_history/{}",
+                written.resource_type, written.id, written.version_id
+            );
+            let mut builder = response::versioned(
+                StatusCode::CREATED,
+                written.version_id,
+                written.last_updated,
+            );
             builder.insert_header(("Location", location));
-            let message = format!("Created {}/{} version {}", written.resource_type, written.id, written.version_id);
-            Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+            let message = format!(
+                "Created {}/{} version {}",
+                written.resource_type, written.id, written.version_id
+            );
+            Ok(response::write_body(
+                builder,
+                format,
+                prefer_return(req.headers()),
+                written.content.as_deref(),
+                message,
+            ))
         }
         Created::Existing(found) => {
-            let location = format!("{base}/{}/{}/_history/{}", found.resource_type, found.id, found.version_id);
-            let mut builder = response::versioned(StatusCode::OK, found.version_id, found.last_updated);
+            let location = format!(
+                "{base}/{}/{}/_history/{}",
+                found.resource_type, found.id, found.version_id
+            );
+            let mut builder =
+                response::versioned(StatusCode::OK, found.version_id, found.last_updated);
             builder.insert_header(("Location", location));
-            let message = format!("{}/{} already matches If-None-Exist; nothing was created", found.resource_type, found.id);
-            Ok(response::write_body(builder, format, prefer_return(req.headers()), found.content.as_deref(), message))
+            let message = format!(
+                "{}/{} already matches If-None-Exist; nothing was created",
+                found.resource_type, found.id
+            );
+            Ok(response::write_body(
+                builder,
+                format,
+                prefer_return(req.headers()),
+                found.content.as_deref(),
+                message,
+            ))
         }
     }
 }

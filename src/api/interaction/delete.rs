@@ -41,21 +41,39 @@ pub async fn delete(
     Ok(match deleted {
         Some(written) => {
             tracing::info!(interaction = "delete", fhir.resource_type = %resource_type, fhir.id = %id, "deleted");
-            let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
+            let status = if prefer == Return::Minimal {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::OK
+            };
             let builder = response::versioned(status, written.version_id, written.last_updated);
-            let message = format!("Deleted {resource_type}/{id}; the deletion is version {}", written.version_id);
+            let message = format!(
+                "Deleted {resource_type}/{id}; the deletion is version {}",
+                written.version_id
+            );
             response::write_body(builder, format, prefer, None, message)
         }
         None => {
-            let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
-            let message = format!("{resource_type}/{id} does not exist or is already deleted; nothing changed");
+            let status = if prefer == Return::Minimal {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            let message = format!(
+                "{resource_type}/{id} does not exist or is already deleted; nothing changed"
+            );
             response::write_body(HttpResponse::build(status), format, prefer, None, message)
         }
     })
 }
 
 /// Conditional delete: `DELETE [base]/[type]?criteria` (http.html#cdelete); one match at most.
-pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+pub async fn conditional_delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
     let grant = access.require(&resource_type, Permission::Delete)?;
     let format = negotiate(&req)?;
@@ -67,20 +85,43 @@ pub async fn conditional_delete(req: HttpRequest, path: web::Path<String>, state
         .store
         .write(move |conn| {
             let limits = crate::service::access::grant_conditions(conn, &registry, &ty, &grant)?;
-            crate::service::conditional::delete(conn, &registry, &ty, &criteria, expected_version, &limits)
+            crate::service::conditional::delete(
+                conn,
+                &registry,
+                &ty,
+                &criteria,
+                expected_version,
+                &limits,
+            )
         })
         .await?;
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
         _ => Return::OperationOutcome,
     };
-    let status = if prefer == Return::Minimal { StatusCode::NO_CONTENT } else { StatusCode::OK };
+    let status = if prefer == Return::Minimal {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::OK
+    };
     Ok(match deleted {
         Some((id, written)) => {
             tracing::info!(interaction = "conditional-delete", fhir.resource_type = %resource_type, fhir.id = %id, "deleted");
             let builder = response::versioned(status, written.version_id, written.last_updated);
-            response::write_body(builder, format, prefer, None, format!("Deleted {resource_type}/{id}"))
+            response::write_body(
+                builder,
+                format,
+                prefer,
+                None,
+                format!("Deleted {resource_type}/{id}"),
+            )
         }
-        None => response::write_body(HttpResponse::build(status), format, prefer, None, format!("No {resource_type} matches; nothing was deleted")),
+        None => response::write_body(
+            HttpResponse::build(status),
+            format,
+            prefer,
+            None,
+            format!("No {resource_type} matches; nothing was deleted"),
+        ),
     })
 }

@@ -19,17 +19,37 @@ use crate::store::resources::{self as rows, HistoryCursor, HistoryQuery, Version
 pub const DEFAULT_COUNT: i64 = 50;
 pub const MAX_COUNT: i64 = 1000;
 
-pub async fn system_history(req: HttpRequest, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
-    if !access.unrestricted && !access.scopes.iter().any(|s| s.resource_type.is_none() && s.context != Context::Patient && s.grants(Permission::Read)) {
-        return Err(FhirError::Forbidden("System history needs a user/*.read or system/*.read scope".into()));
+pub async fn system_history(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
+    if !access.unrestricted
+        && !access.scopes.iter().any(|s| {
+            s.resource_type.is_none() && s.context != Context::Patient && s.grants(Permission::Read)
+        })
+    {
+        return Err(FhirError::Forbidden(
+            "System history needs a user/*.read or system/*.read scope".into(),
+        ));
     }
     history(req, state, None, None).await
 }
 
-pub async fn type_history(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+pub async fn type_history(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
-    if !access.require(&resource_type, Permission::Read)?.is_unlimited() {
-        return Err(FhirError::Forbidden(format!("The token's scopes limit {resource_type}; read the history of single resources instead")));
+    if !access
+        .require(&resource_type, Permission::Read)?
+        .is_unlimited()
+    {
+        return Err(FhirError::Forbidden(format!(
+            "The token's scopes limit {resource_type}; read the history of single resources instead"
+        )));
     }
     history(req, state, Some(resource_type), None).await
 }
@@ -46,9 +66,16 @@ pub async fn instance_history(
     let grant = access.require(&resource_type, Permission::Read)?;
     if !grant.is_unlimited() {
         let (registry, ty, target) = (state.registry.current(), resource_type.clone(), id.clone());
-        let visible = state.store.read(move |conn| crate::service::access::visible(conn, &registry, &ty, &target, &grant)).await?;
+        let visible = state
+            .store
+            .read(move |conn| {
+                crate::service::access::visible(conn, &registry, &ty, &target, &grant)
+            })
+            .await?;
         if !visible {
-            return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
+            return Err(FhirError::NotFound(format!(
+                "{resource_type}/{id} is not known"
+            )));
         }
     }
     history(req, state, Some(resource_type), Some(id)).await
@@ -62,29 +89,48 @@ async fn history(
 ) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
     let pairs = query_pairs(&req)?;
-    let mut query = HistoryQuery { resource_type: resource_type.clone(), id: id.clone(), limit: DEFAULT_COUNT, ..Default::default() };
+    let mut query = HistoryQuery {
+        resource_type: resource_type.clone(),
+        id: id.clone(),
+        limit: DEFAULT_COUNT,
+        ..Default::default()
+    };
     for (name, value) in &pairs {
         match name.as_str() {
             "_count" => {
                 let count: i64 = value.parse().ok().filter(|c| *c >= 0).ok_or_else(|| {
-                    FhirError::invalid(Issue::error("value", "_count must be a whole number of 0 or more").at("_count"))
+                    FhirError::invalid(
+                        Issue::error("value", "_count must be a whole number of 0 or more")
+                            .at("_count"),
+                    )
                 })?;
                 query.limit = count.min(MAX_COUNT);
             }
             "_since" => {
                 let (start, _) = parse_fhir_range(value).ok_or_else(|| {
-                    FhirError::invalid(Issue::error("value", "_since must be a FHIR instant such as 2026-01-31T12:00:00Z").at("_since"))
+                    FhirError::invalid(
+                        Issue::error(
+                            "value",
+                            "_since must be a FHIR instant such as 2026-01-31T12:00:00Z",
+                        )
+                        .at("_since"),
+                    )
                 })?;
                 query.since = Some(start);
             }
             "_at" => {
                 query.at = Some(parse_fhir_range(value).ok_or_else(|| {
-                    FhirError::invalid(Issue::error("value", "_at must be a FHIR date or dateTime").at("_at"))
+                    FhirError::invalid(
+                        Issue::error("value", "_at must be a FHIR date or dateTime").at("_at"),
+                    )
                 })?);
             }
             "_page" => {
                 query.after = Some(parse_cursor(value).ok_or_else(|| {
-                    FhirError::invalid(Issue::error("value", "_page is not a page token this server issued").at("_page"))
+                    FhirError::invalid(
+                        Issue::error("value", "_page is not a page token this server issued")
+                            .at("_page"),
+                    )
                 })?);
             }
             _ => {}
@@ -97,7 +143,13 @@ async fn history(
         .store
         .read(move |conn| {
             let mut rows = rows::history(conn, &fetch)?;
-            let total = match (&fetch.resource_type, &fetch.id, fetch.since, fetch.at, &fetch.after) {
+            let total = match (
+                &fetch.resource_type,
+                &fetch.id,
+                fetch.since,
+                fetch.at,
+                &fetch.after,
+            ) {
                 (Some(ty), Some(id), None, None, None) => Some(rows::version_count(conn, ty, id)?),
                 _ => None,
             };
@@ -111,8 +163,16 @@ async fn history(
     let has_next = rows.len() as i64 > page_size;
     let rows = &rows[..rows.len().min(usize::try_from(page_size).unwrap_or(0))];
     let base = state.fhir_base(&req);
-    let path = req.path().strip_prefix("/fhir").unwrap_or(req.path()).to_string();
-    let kept: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "_page").cloned().collect();
+    let path = req
+        .path()
+        .strip_prefix("/fhir")
+        .unwrap_or(req.path())
+        .to_string();
+    let kept: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "_page")
+        .cloned()
+        .collect();
     let self_url = link(&base, &path, &pairs);
     let mut links = vec![json!({ "relation": "self", "url": self_url })];
     if has_next && let Some(last) = rows.last() {
@@ -152,7 +212,10 @@ fn entry(base: &str, row: &VersionRow) -> Value {
         map.insert("resource".into(), resource);
     }
     if let Some(map) = entry.as_object_mut() {
-        map.insert("request".into(), json!({ "method": row.method, "url": request_url }));
+        map.insert(
+            "request".into(),
+            json!({ "method": row.method, "url": request_url }),
+        );
         map.insert(
             "response".into(),
             json!({ "status": status, "etag": etag(row.version_id), "lastModified": format_instant(row.last_updated) }),
@@ -163,12 +226,19 @@ fn entry(base: &str, row: &VersionRow) -> Value {
 
 fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
     let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
-    if query.is_empty() { format!("{base}{path}") } else { format!("{base}{path}?{query}") }
+    if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{query}")
+    }
 }
 
 /// Page tokens: `lastUpdated_version_type_id` (ids never contain `_`).
 fn format_cursor(cursor: &HistoryCursor) -> String {
-    format!("{}_{}_{}_{}", cursor.last_updated, cursor.version_id, cursor.resource_type, cursor.id)
+    format!(
+        "{}_{}_{}_{}",
+        cursor.last_updated, cursor.version_id, cursor.resource_type, cursor.id
+    )
 }
 
 fn parse_cursor(token: &str) -> Option<HistoryCursor> {
@@ -177,8 +247,14 @@ fn parse_cursor(token: &str) -> Option<HistoryCursor> {
     let version_id = parts.next()?.parse().ok()?;
     let resource_type = parts.next()?.to_string();
     let id = parts.next()?.to_string();
-    (crate::fhir::is_resource_type(&resource_type) && crate::fhir::is_valid_id(&id))
-        .then_some(HistoryCursor { last_updated, resource_type, id, version_id })
+    (crate::fhir::is_resource_type(&resource_type) && crate::fhir::is_valid_id(&id)).then_some(
+        HistoryCursor {
+            last_updated,
+            resource_type,
+            id,
+            version_id,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -187,7 +263,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let cursor = HistoryCursor { last_updated: 1_700_000_000_000_001, resource_type: "Patient".into(), id: "a.b-c".into(), version_id: 3 };
+        let cursor = HistoryCursor {
+            last_updated: 1_700_000_000_000_001,
+            resource_type: "Patient".into(),
+            id: "a.b-c".into(),
+            version_id: 3,
+        };
         assert_eq!(parse_cursor(&format_cursor(&cursor)), Some(cursor));
         assert_eq!(parse_cursor("1_2_Nope_x"), None);
         assert_eq!(parse_cursor("x"), None);

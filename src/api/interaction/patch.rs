@@ -17,9 +17,25 @@ use crate::service::resources::{PatchDocument, patch};
 
 /// Reads the patch document in the format the `Content-Type` names.
 pub fn patch_document(req: &HttpRequest, body: &[u8]) -> Result<PatchDocument, FhirError> {
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let parse = || serde_json::from_slice::<Value>(body).map_err(|err| FhirError::invalid(Issue::error("structure", format!("The patch is not valid JSON: {err}"))));
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let parse = || {
+        serde_json::from_slice::<Value>(body).map_err(|err| {
+            FhirError::invalid(Issue::error(
+                "structure",
+                format!("The patch is not valid JSON: {err}"),
+            ))
+        })
+    };
     match media.as_str() {
         "application/json-patch+json" => Ok(PatchDocument::Json(parse()?)),
         "application/fhir+json" | "application/json" => {
@@ -45,10 +61,24 @@ pub async fn patch_instance(
     run(req, payload, state, access, resource_type, Target::Id(id)).await
 }
 
-pub async fn patch_conditional(req: HttpRequest, path: web::Path<String>, payload: web::Payload, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+pub async fn patch_conditional(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
     let resource_type = known_type(&path)?.to_string();
     let criteria = req.query_string().to_string();
-    run(req, payload, state, access, resource_type, Target::Criteria(criteria)).await
+    run(
+        req,
+        payload,
+        state,
+        access,
+        resource_type,
+        Target::Criteria(criteria),
+    )
+    .await
 }
 
 enum Target {
@@ -56,7 +86,14 @@ enum Target {
     Criteria(String),
 }
 
-async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, access: Access, resource_type: String, target: Target) -> Result<HttpResponse, FhirError> {
+async fn run(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    access: Access,
+    resource_type: String,
+    target: Target,
+) -> Result<HttpResponse, FhirError> {
     let grant = access.require(&resource_type, Permission::Update)?;
     let format = negotiate(&req)?;
     let expected_version = if_match(req.headers())?;
@@ -71,11 +108,21 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
                 Target::Id(id) => id,
                 Target::Criteria(criteria) => {
                     let limits = grant_conditions(conn, &registry, &ty, &grant)?;
-                    let found = crate::service::conditional::matches_within(conn, &registry, &ty, &criteria, &limits)?;
+                    let found = crate::service::conditional::matches_within(
+                        conn, &registry, &ty, &criteria, &limits,
+                    )?;
                     match found.as_slice() {
                         [one] => one.id.clone(),
-                        [] => return Err(FhirError::NotFound(format!("No {ty} matches the criteria"))),
-                        _ => return Err(FhirError::PreconditionFailed(format!("The criteria match more than one {ty}"))),
+                        [] => {
+                            return Err(FhirError::NotFound(format!(
+                                "No {ty} matches the criteria"
+                            )));
+                        }
+                        _ => {
+                            return Err(FhirError::PreconditionFailed(format!(
+                                "The criteria match more than one {ty}"
+                            )));
+                        }
                     }
                 }
             };
@@ -84,16 +131,38 @@ async fn run(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>
             }
             let before = crate::store::resources::current(conn, &ty, &id)?.and_then(|c| c.content);
             let written = patch(conn, &registry, &ty, &id, &document, expected_version)?;
-            let after: serde_json::Map<String, Value> = written.content.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
-            crate::service::access::check_writable(conn, &registry, &ty, &grant, before.as_deref(), &after)?;
+            let after: serde_json::Map<String, Value> = written
+                .content
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or_default();
+            crate::service::access::check_writable(
+                conn,
+                &registry,
+                &ty,
+                &grant,
+                before.as_deref(),
+                &after,
+            )?;
             if !visible(conn, &registry, &ty, &id, &grant)? {
-                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+                return Err(FhirError::Forbidden(
+                    "The resource would be outside the token's reach".into(),
+                ));
             }
             Ok(written)
         })
         .await?;
     tracing::info!(interaction = "patch", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "patched");
     let builder = response::versioned(StatusCode::OK, written.version_id, written.last_updated);
-    let message = format!("Patched {}/{} to version {}", written.resource_type, written.id, written.version_id);
-    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+    let message = format!(
+        "Patched {}/{} to version {}",
+        written.resource_type, written.id, written.version_id
+    );
+    Ok(response::write_body(
+        builder,
+        format,
+        prefer_return(req.headers()),
+        written.content.as_deref(),
+        message,
+    ))
 }

@@ -10,11 +10,16 @@ use crate::api::{AppState, known_type, response, valid_id};
 use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
-use crate::service::access::visible;
 use crate::fhir::instant::{Micros, parse_http_date};
+use crate::service::access::visible;
 use crate::store::resources as rows;
 
-pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>, access: Access) -> Result<HttpResponse, FhirError> {
+pub async fn read(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    access: Access,
+) -> Result<HttpResponse, FhirError> {
     let (resource_type, id) = path.into_inner();
     known_type(&resource_type)?;
     valid_id(&id)?;
@@ -33,12 +38,23 @@ pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, state: we
         })
         .await?;
     let Some(current) = current else {
-        return Err(FhirError::NotFound(format!("{resource_type}/{id} is not known")));
+        return Err(FhirError::NotFound(format!(
+            "{resource_type}/{id} is not known"
+        )));
     };
     let Some(content) = current.content else {
-        return Err(FhirError::Gone(format!("{resource_type}/{id} was deleted"), Some(current.version_id)));
+        return Err(FhirError::Gone(
+            format!("{resource_type}/{id} was deleted"),
+            Some(current.version_id),
+        ));
     };
-    Ok(resource_response(&req, format, &content, current.version_id, current.last_updated))
+    Ok(resource_response(
+        &req,
+        format,
+        &content,
+        current.version_id,
+        current.last_updated,
+    ))
 }
 
 pub async fn vread(
@@ -53,7 +69,9 @@ pub async fn vread(
     let grant = access.require(&resource_type, Permission::Read)?;
     let format = negotiate(&req)?;
     let Ok(version_id) = version.parse::<i64>() else {
-        return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version '{version}'")));
+        return Err(FhirError::NotFound(format!(
+            "{resource_type}/{id} has no version '{version}'"
+        )));
     };
     let (ty, target) = (resource_type.clone(), id.clone());
     let registry = state.registry.current();
@@ -67,15 +85,32 @@ pub async fn vread(
         })
         .await?;
     let Some(row) = row else {
-        return Err(FhirError::NotFound(format!("{resource_type}/{id} has no version {version_id}")));
+        return Err(FhirError::NotFound(format!(
+            "{resource_type}/{id} has no version {version_id}"
+        )));
     };
     let Some(content) = row.content else {
-        return Err(FhirError::Gone(format!("Version {version_id} of {resource_type}/{id} is its deletion"), Some(version_id)));
+        return Err(FhirError::Gone(
+            format!("Version {version_id} of {resource_type}/{id} is its deletion"),
+            Some(version_id),
+        ));
     };
-    Ok(resource_response(&req, format, &content, row.version_id, row.last_updated))
+    Ok(resource_response(
+        &req,
+        format,
+        &content,
+        row.version_id,
+        row.last_updated,
+    ))
 }
 
-fn resource_response(req: &HttpRequest, format: Format, content: &str, version_id: i64, last_updated: Micros) -> HttpResponse {
+fn resource_response(
+    req: &HttpRequest,
+    format: Format,
+    content: &str,
+    version_id: i64,
+    last_updated: Micros,
+) -> HttpResponse {
     if not_modified(req.headers(), version_id, last_updated) {
         return response::versioned(StatusCode::NOT_MODIFIED, version_id, last_updated).finish();
     }

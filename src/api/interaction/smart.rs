@@ -29,6 +29,13 @@ pub async fn configuration(req: HttpRequest, state: web::Data<AppState>) -> Http
 }
 
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let keys: Vec<serde_json::Value> = state.auth.key.iter().filter_map(|k| serde_json::to_value(&k.jwk).ok()).collect();
-    HttpResponse::Ok().content_type("application/json").json(json!({ "keys": keys }))
+    let keys: Vec<serde_json::Value> = state
+        .auth
+        .key
+        .iter()
+        .filter_map(|k| serde_json::to_value(&k.jwk).ok())
+        .collect();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .json(json!({ "keys": keys }))
 }

@@ -10,11 +10,11 @@ use crate::api::{AppState, known_type, response, valid_id};
 use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
-use crate::service::access::visible;
-use crate::store::resources as rows;
 use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service;
+use crate::service::access::visible;
+use crate::store::resources as rows;
 
 pub async fn update(
     req: HttpRequest,
@@ -36,12 +36,20 @@ pub async fn update(
         Some(Value::String(body_id)) if *body_id == id => {}
         Some(_) => {
             return Err(FhirError::invalid(
-                Issue::error("invalid", format!("The resource id does not match the URL id '{id}'")).at(format!("{resource_type}.id")),
+                Issue::error(
+                    "invalid",
+                    format!("The resource id does not match the URL id '{id}'"),
+                )
+                .at(format!("{resource_type}.id")),
             ));
         }
         None => {
             return Err(FhirError::invalid(
-                Issue::error("required", "An updated resource must carry the id of the URL").at(format!("{resource_type}.id")),
+                Issue::error(
+                    "required",
+                    "An updated resource must carry the id of the URL",
+                )
+                .at(format!("{resource_type}.id")),
             ));
         }
     }
@@ -55,23 +63,58 @@ pub async fn update(
             if before.is_some() && !visible(conn, &registry, &ty, &id, &grant)? {
                 return Err(FhirError::NotFound(format!("{ty}/{id} is not known")));
             }
-            crate::service::access::check_writable(conn, &registry, &ty, &grant, before.and_then(|c| c.content).as_deref(), &resource)?;
-            let written = service::resources::update(conn, &registry, &id, resource, expected_version, "PUT")?;
+            crate::service::access::check_writable(
+                conn,
+                &registry,
+                &ty,
+                &grant,
+                before.and_then(|c| c.content).as_deref(),
+                &resource,
+            )?;
+            let written = service::resources::update(
+                conn,
+                &registry,
+                &id,
+                resource,
+                expected_version,
+                "PUT",
+            )?;
             if !visible(conn, &registry, &ty, &id, &grant)? {
-                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+                return Err(FhirError::Forbidden(
+                    "The resource would be outside the token's reach".into(),
+                ));
             }
             Ok(written)
         })
         .await?;
     tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut builder = response::versioned(status, written.version_id, written.last_updated);
     builder.insert_header((
         "Location",
-        format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id),
+        format!(
+            "{}/{}/{}/_history/{}",
+            state.fhir_base(&req),
+            written.resource_type,
+            written.id,
+            written.version_id
+        ),
     ));
-    let message = format!("Updated {}/{} to version {}", written.resource_type, written.id, written.version_id);
-    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+    let message = format!(
+        "Updated {}/{} to version {}",
+        written.resource_type, written.id, written.version_id
+    );
+    Ok(response::write_body(
+        builder,
+        format,
+        prefer_return(req.headers()),
+        written.content.as_deref(),
+        message,
+    ))
 }
 
 /// Conditional update: `PUT [base]/[type]?criteria` (http.html#cond-update).
@@ -96,21 +139,50 @@ pub async fn conditional_update(
         .store
         .write(move |conn| {
             let resource_type = resource_type_in;
-            let limits = crate::service::access::grant_conditions(conn, &registry, &resource_type, &grant)?;
-            let written = crate::service::conditional::update(conn, &registry, &criteria, resource, expected_version, &limits)?;
+            let limits =
+                crate::service::access::grant_conditions(conn, &registry, &resource_type, &grant)?;
+            let written = crate::service::conditional::update(
+                conn,
+                &registry,
+                &criteria,
+                resource,
+                expected_version,
+                &limits,
+            )?;
             if !visible(conn, &registry, &written.resource_type, &written.id, &grant)? {
-                return Err(FhirError::Forbidden("The resource would be outside the token's reach".into()));
+                return Err(FhirError::Forbidden(
+                    "The resource would be outside the token's reach".into(),
+                ));
             }
             Ok(written)
         })
         .await?;
     tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut builder = response::versioned(status, written.version_id, written.last_updated);
     builder.insert_header((
         "Location",
-        format!("{}/{}/{}/_history/{}", state.fhir_base(&req), written.resource_type, written.id, written.version_id),
+        format!(
+            "{}/{}/{}/_history/{}",
+            state.fhir_base(&req),
+            written.resource_type,
+            written.id,
+            written.version_id
+        ),
     ));
-    let message = format!("Wrote {}/{} version {}", written.resource_type, written.id, written.version_id);
-    Ok(response::write_body(builder, format, prefer_return(req.headers()), written.content.as_deref(), message))
+    let message = format!(
+        "Wrote {}/{} version {}",
+        written.resource_type, written.id, written.version_id
+    );
+    Ok(response::write_body(
+        builder,
+        format,
+        prefer_return(req.headers()),
+        written.content.as_deref(),
+        message,
+    ))
 }
