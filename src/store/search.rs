@@ -111,7 +111,11 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
         Condition::Missing { param, missing } => {
             let table = table_of(param.kind);
             let x = sql.alias("x");
-            sql.push(&format!("{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND {x}.param || '' = ", if *missing { "NOT " } else { "" }));
+            sql.push(&format!(
+                "{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND ",
+                if *missing { "NOT " } else { "" }
+            ));
+            sql.unindexed_equals(&format!("{x}.param"));
             sql.text(&param.code);
             sql.push(")");
         }
@@ -138,7 +142,11 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
                 // `|| ''` keeps the planner on the (resource_pk, param) index: the value
                 // indexes start with param and would be scanned for every candidate.
                 let x = sql.alias("x");
-                sql.push(&format!("{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND {x}.param || '' = ", if negate { "NOT " } else { "" }));
+                sql.push(&format!(
+                    "{}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.resource_pk = {alias}.pk AND ",
+                    if negate { "NOT " } else { "" }
+                ));
+                sql.unindexed_equals(&format!("{x}.param"));
             }
             sql.text(&param_name);
             sql.push(" AND (");
@@ -599,7 +607,19 @@ fn should_drive(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<bool, Sto
     if selectivity(best).is_none() || matches!(modifier, Modifier::Identifier | Modifier::OfType) {
         return Ok(selectivity(best).is_some());
     }
-    let mut sql = Sql::default();
+    // `system|code` and `Type/id` name one thing: no need to count.
+    let specific = values.iter().all(|v| match v {
+        SearchValue::Token {
+            system: Some(system),
+            code: Some(_),
+        } => !system.is_empty(),
+        SearchValue::Reference { id: Some(_), .. } => true,
+        _ => false,
+    });
+    if specific {
+        return Ok(true);
+    }
+    let mut sql = Sql::for_connection(conn);
     sql.push(&format!(
         "SELECT COUNT(*) AS count FROM (SELECT 1 FROM {} WHERE param = ",
         table_of(param.kind)
@@ -665,7 +685,7 @@ const COLUMNS: &str =
 /// The matching resources of one page, in order.
 pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>, StoreError> {
     let drive = should_drive(conn, spec)?;
-    let mut sql = Sql::default();
+    let mut sql = Sql::for_connection(conn);
     sql.push(COLUMNS);
     where_clause_driven(&mut sql, spec, drive);
     let reversed = spec.before_pk.is_some() && spec.sort.is_empty();
@@ -736,7 +756,7 @@ pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>,
 
 /// How many resources match (for `_total=accurate` and `_summary=count`).
 pub fn count(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<i64, StoreError> {
-    let mut sql = Sql::default();
+    let mut sql = Sql::for_connection(conn);
     sql.push("SELECT COUNT(*) AS count FROM resources r");
     where_clause(&mut sql, spec);
     let rows: Vec<Count> = run(conn, sql)?;
@@ -763,7 +783,7 @@ pub fn included(
     if pks.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::default();
+    let mut sql = Sql::for_connection(conn);
     sql.push("SELECT DISTINCT target_type, target_id FROM search_reference WHERE resource_pk IN (");
     for (index, pk) in pks.iter().enumerate() {
         if index > 0 {
@@ -773,7 +793,9 @@ pub fn included(
     }
     sql.push(") AND target_id <> ''");
     if let Some(param) = param {
-        sql.push(" AND param = ");
+        // `|| ''`: look rows up by resource key, not by scanning every row of the parameter
+        sql.push(" AND ");
+        sql.unindexed_equals("param");
         sql.text(param);
     }
     if let Some(target_type) = target_type {
@@ -795,7 +817,7 @@ pub fn included(
     let mut found = Vec::new();
     for (target_type, ids) in by_type {
         for chunk in ids.chunks(200) {
-            let mut sql = Sql::default();
+            let mut sql = Sql::for_connection(conn);
             sql.push(COLUMNS);
             sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
             sql.text(target_type);
@@ -825,7 +847,7 @@ pub fn revincluded(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::default();
+    let mut sql = Sql::for_connection(conn);
     sql.push(COLUMNS);
     sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
     sql.text(source_type);

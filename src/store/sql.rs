@@ -22,6 +22,9 @@ pub enum Bind {
 pub struct Sql {
     pub text: String,
     pub binds: Vec<Bind>,
+    /// Written for SQLite, whose planner needs some hints PostgreSQL's does not (and which
+    /// would mislead PostgreSQL's).
+    pub sqlite: bool,
     aliases: usize,
 }
 
@@ -45,6 +48,24 @@ impl Sql {
 
     pub fn float(&mut self, value: f64) {
         self.bind(Bind::Float(value));
+    }
+
+    /// An empty statement written for `conn`'s backend.
+    pub fn for_connection(conn: &AnyConnection) -> Sql {
+        Sql {
+            sqlite: matches!(conn, AnyConnection::Sqlite(_)),
+            ..Sql::default()
+        }
+    }
+
+    /// `column = ` for a column whose index SQLite should not choose here: `column || '' = `
+    /// on SQLite (an expression no index answers), plain on PostgreSQL.
+    pub fn unindexed_equals(&mut self, column: &str) {
+        if self.sqlite {
+            self.push(&format!("{column} || '' = "));
+        } else {
+            self.push(&format!("{column} = "));
+        }
     }
 
     pub fn alias(&mut self, prefix: &str) -> String {
