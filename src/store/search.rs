@@ -648,6 +648,9 @@ fn where_clause_driven(sql: &mut Sql, spec: &SearchSpec, may_drive: bool) {
     let mut order: Vec<&Condition> = spec.conditions.iter().collect();
     order.sort_by_key(|c| selectivity(c).unwrap_or(u8::MAX));
     let driver = may_drive && order.first().is_some_and(|c| selectivity(c).is_some());
+    // PostgreSQL checks filters per candidate only when a key list drives; otherwise its
+    // semi-joins over the value indexes are the better plan.
+    sql.hint_filters = sql.sqlite || driver;
     if !spec.types.is_empty() {
         // With a driving condition, keep the planner on it: `|| ''` hides the type column from
         // the type index, which SQLite would otherwise scan in key order to satisfy ORDER BY.
@@ -795,7 +798,8 @@ pub fn included(
     if let Some(param) = param {
         // `|| ''`: look rows up by resource key, not by scanning every row of the parameter
         sql.push(" AND ");
-        sql.unindexed_equals("param");
+        // look the rows up by resource key on both backends, not by scanning the parameter
+        sql.push("param || '' = ");
         sql.text(param);
     }
     if let Some(target_type) = target_type {

@@ -25,6 +25,9 @@ pub struct Sql {
     /// Written for SQLite, whose planner needs some hints PostgreSQL's does not (and which
     /// would mislead PostgreSQL's).
     pub sqlite: bool,
+    /// Whether per-candidate filters should hide their parameter from the value indexes (see
+    /// `unindexed_equals`): always on SQLite; on PostgreSQL only when another condition drives.
+    pub hint_filters: bool,
     aliases: usize,
 }
 
@@ -52,8 +55,10 @@ impl Sql {
 
     /// An empty statement written for `conn`'s backend.
     pub fn for_connection(conn: &AnyConnection) -> Sql {
+        let sqlite = matches!(conn, AnyConnection::Sqlite(_));
         Sql {
-            sqlite: matches!(conn, AnyConnection::Sqlite(_)),
+            sqlite,
+            hint_filters: sqlite,
             ..Sql::default()
         }
     }
@@ -61,7 +66,7 @@ impl Sql {
     /// `column = ` for a column whose index SQLite should not choose here: `column || '' = `
     /// on SQLite (an expression no index answers), plain on PostgreSQL.
     pub fn unindexed_equals(&mut self, column: &str) {
-        if self.sqlite {
+        if self.hint_filters {
             self.push(&format!("{column} || '' = "));
         } else {
             self.push(&format!("{column} = "));
