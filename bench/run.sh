@@ -8,39 +8,11 @@
 #
 # Settings: COUNT (default 80000), RUN_SECONDS (default 10), PORT (default 18080).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
 count=${COUNT:-80000}
 seconds=${RUN_SECONDS:-10}
 port=${PORT:-18080}
-root="http://127.0.0.1:$port"
-
-cargo build --release -q -p pivot-fhir -p loadgen
-bin="${CARGO_TARGET_DIR:-target}/release"
-work=$(mktemp -d)
-case "$backend" in
-  sqlite) url="sqlite://$work/bench.db" ;;
-  postgres)
-    admin=${DATABASE_URL:?set DATABASE_URL to a PostgreSQL server}
-    db="bench_$$"
-    psql "$admin" -qc "CREATE DATABASE $db"
-    url="${admin%/*}/$db"
-    ;;
-  *) echo "usage: $0 sqlite|postgres" >&2; exit 2 ;;
-esac
-
-RUST_LOG=warn "$bin"/pivot-fhir serve --bind "127.0.0.1:$port" --database-url "$url" --data-dir "$work" &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  if [ "$backend" = postgres ]; then psql "$admin" -qc "DROP DATABASE IF EXISTS $db" || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -sf "$root/health/ready" >/dev/null && break; sleep 0.1; done
-PIVOT_TOKEN=$("$bin"/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
-export PIVOT_TOKEN
+. "$(dirname "$0")/common.sh"
 
 load() { "$bin"/loadgen --root "$root" --seconds "$seconds" "$@"; }
 
