@@ -27,3 +27,9 @@ trap cleanup EXIT
 for _ in $(seq 1 100); do curl -sf "$root/health/ready" >/dev/null && break; sleep 0.1; done
 PIVOT_TOKEN=$("$bin"/pivot-fhir token --data-dir "$work" --client-id bench --scope 'system/*.cruds')
 export PIVOT_TOKEN
+
+# After a bulk load, refresh the planner's statistics as autovacuum would in a running system
+# (PostgreSQL plans by them; SQLite's plans do not depend on them).
+refresh_statistics() {
+  if [ "$backend" = postgres ]; then psql "$url" -qc "ANALYZE"; fi
+}

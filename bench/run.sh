@@ -18,6 +18,7 @@ load() { "$bin"/loadgen --root "$root" --seconds "$seconds" "$@"; }
 
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); backend: $backend; disk: $(df -h "$work" | awk 'NR==2 {print $1}')"
 load --scenario preload --connections 32 --count "$count"
+refresh_statistics
 half=$((count / 2))
 for connections in 1 32; do
   load --scenario ceiling --connections "$connections"

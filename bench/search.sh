@@ -16,6 +16,7 @@ port=${PORT:-18081}
 
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); backend: $backend"
 "$bin"/loadgen --root "$root" --scenario seed-program --connections 16 --count "$count"
+refresh_statistics
 if [ "$backend" = sqlite ]; then echo "database size: $(du -sh "$work" | cut -f1)"; fi
 for scenario in search-identifier search-name search-subject-code search-patient-date search-include; do
   for connections in 8 32; do
