@@ -88,33 +88,7 @@ pub async fn update(
         })
         .await?;
     tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
-    let status = if written.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut builder = response::versioned(status, written.version_id, written.last_updated);
-    builder.insert_header((
-        "Location",
-        format!(
-            "{}/{}/{}/_history/{}",
-            state.fhir_base(&req),
-            written.resource_type,
-            written.id,
-            written.version_id
-        ),
-    ));
-    let message = format!(
-        "Updated {}/{} to version {}",
-        written.resource_type, written.id, written.version_id
-    );
-    Ok(response::write_body(
-        builder,
-        format,
-        prefer_return(req.headers()),
-        written.content.as_deref(),
-        message,
-    ))
+    Ok(answer(&req, &state, format, &written))
 }
 
 /// Conditional update: `PUT [base]/[type]?criteria` (http.html#cond-update).
@@ -158,6 +132,16 @@ pub async fn conditional_update(
         })
         .await?;
     tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
+    Ok(answer(&req, &state, format, &written))
+}
+
+/// The answer to an update: 201 when it created the resource, else 200, with `Location`.
+fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    format: crate::api::headers::Format,
+    written: &service::resources::Written,
+) -> HttpResponse {
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -168,7 +152,7 @@ pub async fn conditional_update(
         "Location",
         format!(
             "{}/{}/{}/_history/{}",
-            state.fhir_base(&req),
+            state.fhir_base(req),
             written.resource_type,
             written.id,
             written.version_id
@@ -178,11 +162,11 @@ pub async fn conditional_update(
         "Wrote {}/{} version {}",
         written.resource_type, written.id, written.version_id
     );
-    Ok(response::write_body(
+    response::write_body(
         builder,
         format,
         prefer_return(req.headers()),
         written.content.as_deref(),
         message,
-    ))
+    )
 }
