@@ -80,6 +80,59 @@ pub struct Store {
     writers: Pool,
     /// The SQLite database file (for its WAL's size).
     sqlite_path: Option<std::path::PathBuf>,
+    /// SQLite: the queue of the group-commit writer (see `group_writer`).
+    group: Option<std::sync::mpsc::Sender<GroupJob>>,
+}
+
+/// What a write leaves to do once its group's transaction has committed (or failed): answer
+/// its caller.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A write waiting for the SQLite writer.
+type GroupJob = Box<dyn FnOnce(&mut AnyConnection) -> Completion + Send>;
+
+/// Most writes committed together.
+const MAX_GROUP: usize = 64;
+
+/// The SQLite writer: takes the writes waiting in the queue (up to `MAX_GROUP`), runs each in
+/// its own savepoint inside one transaction, commits once, then answers them all. A write is
+/// acknowledged only after the commit that contains it; one that fails is rolled back to its
+/// savepoint without affecting the others. Commits are the main cost of small writes on SQLite,
+/// so concurrent writers share them. Exits when the store is dropped.
+fn group_writer(pool: Pool, queue: std::sync::mpsc::Receiver<GroupJob>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let Ok(mut conn) = pool.get() else {
+            // dropping the jobs drops their answer channels: each caller gets "unavailable"
+            continue;
+        };
+        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            conn.transaction::<_, DieselError, _>(|conn| {
+                for job in jobs {
+                    completions.push(job(conn));
+                }
+                Ok(())
+            })
+        }));
+        let commit = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("the write could not be committed: {err}")),
+            Err(_) => {
+                let _ = conn.batch_execute("ROLLBACK");
+                Err("a write failed unexpectedly".to_string())
+            }
+        };
+        for complete in completions {
+            complete(commit.clone());
+        }
+    }
 }
 
 impl Store {
@@ -123,11 +176,23 @@ impl Store {
         } else {
             writers.clone()
         };
+        let group = (backend == Backend::Sqlite).then(|| {
+            let (sender, receiver) = std::sync::mpsc::channel::<GroupJob>();
+            let pool = writers.clone();
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || group_writer(pool, receiver))
+                .map(|_| sender)
+        });
+        let group = group
+            .transpose()
+            .map_err(|err| anyhow::anyhow!("cannot start the writer thread: {err}"))?;
         let store = Store {
             backend,
             readers,
             writers,
             sqlite_path,
+            group,
         };
         let mut conn = store
             .writers
@@ -198,6 +263,26 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + From<DieselError> + Send + 'static,
     {
+        if let Some(group) = &self.group {
+            let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, E>>();
+            let job: GroupJob = Box::new(move |conn| {
+                // A nested transaction: a savepoint inside the group's transaction.
+                let result = conn.transaction(|conn| work(conn));
+                Box::new(move |commit: Result<(), String>| {
+                    let _ = answer.send(match (result, commit) {
+                        (Ok(value), Ok(())) => Ok(value),
+                        (Ok(_), Err(message)) => Err(StoreError::Unavailable(message).into()),
+                        (Err(err), _) => Err(err),
+                    });
+                })
+            });
+            group
+                .send(job)
+                .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+            return answered.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("the write was not carried out".into()).into())
+            });
+        }
         let pool = self.writers.clone();
         run_blocking(move || {
             let mut conn = pool
