@@ -88,8 +88,12 @@ pub struct Store {
 /// its caller.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A write waiting for the SQLite writer.
-type GroupJob = Box<dyn FnOnce(&mut AnyConnection) -> Completion + Send>;
+/// A write waiting for the SQLite writer. `alone`: a large write (a transaction Bundle) runs in
+/// its own transaction, as a savepoint would copy every page it changes.
+struct GroupJob {
+    alone: bool,
+    run: Box<dyn FnOnce(&mut AnyConnection) -> Completion + Send>,
+}
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 64;
@@ -100,23 +104,41 @@ const MAX_GROUP: usize = 64;
 /// savepoint without affecting the others. Commits are the main cost of small writes on SQLite,
 /// so concurrent writers share them. Exits when the store is dropped.
 fn group_writer(pool: Pool, queue: std::sync::mpsc::Receiver<GroupJob>) {
-    while let Ok(first) = queue.recv() {
+    let mut held: Option<GroupJob> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let Ok(mut conn) = pool.get() else {
+            // dropping the job drops its answer channel: the caller gets "unavailable"
+            continue;
+        };
+        if first.alone {
+            // its own `conn.transaction` commits or rolls back at the top level
+            let complete = (first.run)(&mut conn);
+            complete(Ok(()));
+            continue;
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match queue.try_recv() {
+                Ok(job) if job.alone => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        let Ok(mut conn) = pool.get() else {
-            // dropping the jobs drops their answer channels: each caller gets "unavailable"
-            continue;
-        };
         let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             conn.transaction::<_, DieselError, _>(|conn| {
                 for job in jobs {
-                    completions.push(job(conn));
+                    completions.push((job.run)(conn));
                 }
                 Ok(())
             })
@@ -263,21 +285,42 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + From<DieselError> + Send + 'static,
     {
+        self.write_grouped(work, false).await
+    }
+
+    /// `write` for a large write (a transaction Bundle): on SQLite it gets a transaction of its
+    /// own instead of sharing one.
+    pub async fn write_alone<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<DieselError> + Send + 'static,
+    {
+        self.write_grouped(work, true).await
+    }
+
+    async fn write_grouped<T, E, F>(&self, work: F, alone: bool) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<DieselError> + Send + 'static,
+    {
         if let Some(group) = &self.group {
             let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, E>>();
-            let job: GroupJob = Box::new(move |conn| {
-                // A nested transaction: a savepoint inside the group's transaction.
-                let result = conn.transaction(|conn| work(conn));
-                Box::new(move |commit: Result<(), String>| {
-                    let _ = answer.send(match (result, commit) {
-                        (Ok(value), Ok(())) => Ok(value),
-                        (Ok(_), Err(message)) => Err(StoreError::Unavailable(message).into()),
-                        (Err(err), _) => Err(err),
-                    });
-                })
-            });
+            let run: Box<dyn FnOnce(&mut AnyConnection) -> Completion + Send> =
+                Box::new(move |conn| {
+                    // Shared: a savepoint inside the group's transaction; alone: the transaction.
+                    let result = conn.transaction(|conn| work(conn));
+                    Box::new(move |commit: Result<(), String>| {
+                        let _ = answer.send(match (result, commit) {
+                            (Ok(value), Ok(())) => Ok(value),
+                            (Ok(_), Err(message)) => Err(StoreError::Unavailable(message).into()),
+                            (Err(err), _) => Err(err),
+                        });
+                    })
+                });
             group
-                .send(job)
+                .send(GroupJob { alone, run })
                 .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
             return answered.await.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable("the write was not carried out".into()).into())

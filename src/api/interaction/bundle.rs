@@ -50,7 +50,7 @@ pub async fn batch_or_transaction(
         let transaction_base = base.clone();
         let responses = state
             .store
-            .write(move |conn| {
+            .write_alone(move |conn| {
                 bundle::transaction(
                     conn,
                     &registry,
