@@ -180,32 +180,9 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             }
             sql.push(")");
         }
-        Condition::AnyOf(conditions) => {
-            sql.push("(");
-            for (index, inner) in conditions.iter().enumerate() {
-                if index > 0 {
-                    sql.push(" OR ");
-                }
-                condition(sql, alias, inner);
-            }
-            if conditions.is_empty() {
-                sql.push("1 = 0");
-            }
-            sql.push(")");
-        }
-        Condition::AllOf(conditions) => {
-            sql.push("(");
-            for (index, inner) in conditions.iter().enumerate() {
-                if index > 0 {
-                    sql.push(" AND ");
-                }
-                condition(sql, alias, inner);
-            }
-            if conditions.is_empty() {
-                sql.push("1 = 1");
-            }
-            sql.push(")");
-        }
+        // an empty OR matches nothing, an empty AND everything
+        Condition::AnyOf(conditions) => combined(sql, alias, conditions, " OR ", "1 = 0"),
+        Condition::AllOf(conditions) => combined(sql, alias, conditions, " AND ", "1 = 1"),
         Condition::Has {
             source_type,
             reference_param,
@@ -227,6 +204,21 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             sql.push(")");
         }
     }
+}
+
+/// `(a OP b OP ...)` over `conditions`, or `empty` when there are none.
+fn combined(sql: &mut Sql, alias: &str, conditions: &[Condition], operator: &str, empty: &str) {
+    sql.push("(");
+    for (index, inner) in conditions.iter().enumerate() {
+        if index > 0 {
+            sql.push(operator);
+        }
+        condition(sql, alias, inner);
+    }
+    if conditions.is_empty() {
+        sql.push(empty);
+    }
+    sql.push(")");
 }
 
 fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &SearchValue) {
