@@ -269,7 +269,8 @@ fn collect_includes(
     Ok((extra, capped))
 }
 
-fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
+/// An absolute link to `path` below `base` with the query `pairs`.
+pub fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
     let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
     if query.is_empty() {
         format!("{base}{path}")

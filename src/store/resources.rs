@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 
 use super::schema::{resource_versions, resources};
 use super::sql::{Bind, Sql, run};
@@ -192,72 +192,57 @@ pub struct HistoryQuery {
     pub limit: i64,
 }
 
-/// Versions matching `query`, newest first. The SQL uses `$n` placeholders in order of first
-/// use, which both PostgreSQL and SQLite bind by position.
+/// Versions matching `query`, newest first.
 pub fn history(
     conn: &mut AnyConnection,
     query: &HistoryQuery,
 ) -> Result<Vec<VersionRow>, StoreError> {
-    enum Bind {
-        Text(String),
-        Int(i64),
-    }
-    let mut conditions: Vec<String> = Vec::new();
-    let mut binds: Vec<Bind> = Vec::new();
-    let placeholder = |bind: Bind, binds: &mut Vec<Bind>| {
-        binds.push(bind);
-        format!("${}", binds.len())
-    };
+    let mut sql = Sql::for_connection(conn);
+    sql.push(
+        "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.method, v.content \
+         FROM resource_versions v WHERE 1 = 1",
+    );
     if let Some(resource_type) = &query.resource_type {
-        let p = placeholder(Bind::Text(resource_type.clone()), &mut binds);
-        conditions.push(format!("v.resource_type = {p}"));
+        sql.push(" AND v.resource_type = ");
+        sql.text(resource_type);
     }
     if let Some(id) = &query.id {
-        let p = placeholder(Bind::Text(id.clone()), &mut binds);
-        conditions.push(format!("v.id = {p}"));
+        sql.push(" AND v.id = ");
+        sql.text(id);
     }
     if let Some(since) = query.since {
-        let p = placeholder(Bind::Int(since), &mut binds);
-        conditions.push(format!("v.last_updated >= {p}"));
+        sql.push(" AND v.last_updated >= ");
+        sql.int(since);
     }
     if let Some((start, end)) = query.at {
-        let end = placeholder(Bind::Int(end), &mut binds);
-        let start = placeholder(Bind::Int(start), &mut binds);
-        conditions.push(format!(
-            "v.last_updated < {end} AND NOT EXISTS (SELECT 1 FROM resource_versions n \
+        // current at some point in [start, end): written before the end, and not replaced
+        // by a version written at or before the start
+        sql.push(" AND v.last_updated < ");
+        sql.int(end);
+        sql.push(
+            " AND NOT EXISTS (SELECT 1 FROM resource_versions n \
              WHERE n.resource_type = v.resource_type AND n.id = v.id \
-             AND n.version_id = v.version_id + 1 AND n.last_updated <= {start})"
-        ));
+             AND n.version_id = v.version_id + 1 AND n.last_updated <= ",
+        );
+        sql.int(start);
+        sql.push(")");
     }
     if let Some(cursor) = &query.after {
-        let lu = placeholder(Bind::Int(cursor.last_updated), &mut binds);
-        let ty = placeholder(Bind::Text(cursor.resource_type.clone()), &mut binds);
-        let id = placeholder(Bind::Text(cursor.id.clone()), &mut binds);
-        let vid = placeholder(Bind::Int(cursor.version_id), &mut binds);
-        conditions.push(format!(
-            "(v.last_updated, v.resource_type, v.id, v.version_id) < ({lu}, {ty}, {id}, {vid})"
-        ));
+        sql.push(" AND (v.last_updated, v.resource_type, v.id, v.version_id) < (");
+        sql.int(cursor.last_updated);
+        sql.push(", ");
+        sql.text(&cursor.resource_type);
+        sql.push(", ");
+        sql.text(&cursor.id);
+        sql.push(", ");
+        sql.int(cursor.version_id);
+        sql.push(")");
     }
-    let limit = placeholder(Bind::Int(query.limit), &mut binds);
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.method, v.content \
-         FROM resource_versions v {filter} \
-         ORDER BY v.last_updated DESC, v.resource_type DESC, v.id DESC, v.version_id DESC LIMIT {limit}"
+    sql.push(
+        " ORDER BY v.last_updated DESC, v.resource_type DESC, v.id DESC, v.version_id DESC LIMIT ",
     );
-    let mut statement =
-        diesel::sql_query(sql).into_boxed::<<AnyConnection as Connection>::Backend>();
-    for bind in binds {
-        statement = match bind {
-            Bind::Text(value) => statement.bind::<Text, _>(value),
-            Bind::Int(value) => statement.bind::<BigInt, _>(value),
-        };
-    }
-    Ok(statement.load::<VersionRow>(conn)?)
+    sql.int(query.limit);
+    run(conn, sql)
 }
 
 /// How many versions an instance has (for the instance history Bundle's `total`).

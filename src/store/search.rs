@@ -86,12 +86,7 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
     match cond {
         Condition::Id(ids) => {
             sql.push(&format!("{alias}.id IN ("));
-            for (index, id) in ids.iter().enumerate() {
-                if index > 0 {
-                    sql.push(", ");
-                }
-                sql.text(id);
-            }
+            sql.text_list(ids.iter().map(String::as_str));
             sql.push(")");
         }
         Condition::LastUpdated(values) => {
@@ -651,12 +646,7 @@ fn where_clause_driven(sql: &mut Sql, spec: &SearchSpec, may_drive: bool) {
         } else {
             " AND r.resource_type IN ("
         });
-        for (index, resource_type) in spec.types.iter().enumerate() {
-            if index > 0 {
-                sql.push(", ");
-            }
-            sql.text(resource_type);
-        }
+        sql.text_list(spec.types.iter().map(String::as_str));
         sql.push(")");
     }
     for (index, cond) in order.into_iter().enumerate() {
@@ -818,12 +808,7 @@ pub fn included(
             sql.push(" WHERE r.deleted = 0 AND r.resource_type = ");
             sql.text(target_type);
             sql.push(" AND r.id IN (");
-            for (index, id) in chunk.iter().enumerate() {
-                if index > 0 {
-                    sql.push(", ");
-                }
-                sql.text(id);
-            }
+            sql.text_list(chunk.iter().copied());
             sql.push(")");
             found.extend(run::<Found>(conn, sql)?);
         }
@@ -863,12 +848,7 @@ pub fn revincluded(
         sql.push("(target_type = ");
         sql.text(target_type);
         sql.push(" AND target_id IN (");
-        for (position, id) in ids.iter().enumerate() {
-            if position > 0 {
-                sql.push(", ");
-            }
-            sql.text(id);
-        }
+        sql.text_list(ids.iter().copied());
         sql.push("))");
     }
     sql.push(")");

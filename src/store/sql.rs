@@ -73,6 +73,16 @@ impl Sql {
         }
     }
 
+    /// A comma-separated list of placeholders for `values`.
+    pub fn text_list<'v>(&mut self, values: impl IntoIterator<Item = &'v str>) {
+        for (index, value) in values.into_iter().enumerate() {
+            if index > 0 {
+                self.push(", ");
+            }
+            self.text(value);
+        }
+    }
+
     pub fn alias(&mut self, prefix: &str) -> String {
         self.aliases += 1;
         format!("{prefix}{}", self.aliases)
@@ -84,6 +94,17 @@ pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>
     conn: &mut AnyConnection,
     sql: Sql,
 ) -> Result<Vec<T>, StoreError> {
+    Ok(bound(sql).load::<T>(conn)?)
+}
+
+/// The statement with its values bound.
+fn bound(
+    sql: Sql,
+) -> diesel::query_builder::BoxedSqlQuery<
+    'static,
+    <AnyConnection as Connection>::Backend,
+    diesel::query_builder::SqlQuery,
+> {
     let mut statement =
         diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
     for bind in sql.binds {
@@ -96,22 +117,10 @@ pub fn run<T: QueryableByName<<AnyConnection as Connection>::Backend> + 'static>
             Bind::NullText => statement.bind::<Nullable<Text>, _>(None::<String>),
         };
     }
-    Ok(statement.load::<T>(conn)?)
+    statement
 }
 
 /// Runs a statement; returns the number of rows it changed.
 pub fn execute(conn: &mut AnyConnection, sql: Sql) -> Result<usize, StoreError> {
-    let mut statement =
-        diesel::sql_query(sql.text).into_boxed::<<AnyConnection as Connection>::Backend>();
-    for bind in sql.binds {
-        statement = match bind {
-            Bind::Text(value) => statement.bind::<Text, _>(value),
-            Bind::Int(value) => statement.bind::<BigInt, _>(value),
-            Bind::Float(value) => statement.bind::<Double, _>(value),
-            Bind::NullInt => statement.bind::<Nullable<BigInt>, _>(None::<i64>),
-            Bind::NullFloat => statement.bind::<Nullable<Double>, _>(None::<f64>),
-            Bind::NullText => statement.bind::<Nullable<Text>, _>(None::<String>),
-        };
-    }
-    Ok(statement.execute(conn)?)
+    Ok(bound(sql).execute(conn)?)
 }

@@ -14,6 +14,7 @@ use crate::error::FhirError;
 use crate::fhir::etag;
 use crate::fhir::instant::{format_instant, now_micros, parse_fhir_range};
 use crate::fhir::outcome::Issue;
+use crate::service::search::link;
 use crate::store::resources::{self as rows, HistoryCursor, HistoryQuery, VersionRow};
 
 pub const DEFAULT_COUNT: i64 = 50;
@@ -222,15 +223,6 @@ fn entry(base: &str, row: &VersionRow) -> Value {
         );
     }
     entry
-}
-
-fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
-    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
-    if query.is_empty() {
-        format!("{base}{path}")
-    } else {
-        format!("{base}{path}?{query}")
-    }
 }
 
 /// Page tokens: `lastUpdated_version_type_id` (ids never contain `_`).
