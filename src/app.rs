@@ -19,11 +19,16 @@ pub struct Application {
     server: Server,
     store: Store,
     registry: Arc<RegistryHandle>,
+    auth: Arc<Authenticator>,
+    jwks_refresh: std::time::Duration,
 }
 
 impl Application {
     /// Opens the database and binds the listener; the server runs once awaited.
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
+        // rustls (outbound HTTPS) is built without a default crypto provider: use aws-lc-rs,
+        // already linked for JWT signatures. Installing twice is harmless (the first stays).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let address = settings.bind_address()?;
         let policy = crate::auth::policy::Policy::load(settings.access_policy.as_deref())?;
         let auth = Arc::new(Authenticator::new(
@@ -32,7 +37,14 @@ impl Application {
             settings.token_issuer.clone(),
             settings.token_audience.clone(),
             policy,
+            &settings.jwks(),
         )?);
+        if let Some(remote) = &auth.remote {
+            // A key file is checked now; a URL is fetched by the background refresh, so a
+            // briefly unreachable authorization server does not stop the start.
+            let keys = remote.load_file_now()?;
+            tracing::info!(source = %remote.source, keys, "checking tokens of an external authorization server");
+        }
         if settings.auth == AuthMode::None {
             tracing::warn!(
                 "authorization is off (--auth none): every request may do anything; loopback only"
@@ -49,7 +61,7 @@ impl Application {
         let registry = Arc::new(RegistryHandle::new(registry, version));
         let state = web::Data::new(AppState {
             store: store.clone(),
-            auth,
+            auth: auth.clone(),
             registry: registry.clone(),
             base_url: settings.base_url.clone(),
             max_body_bytes: settings.max_body_bytes,
@@ -68,6 +80,8 @@ impl Application {
             server: server.run(),
             store,
             registry,
+            auth,
+            jwks_refresh: std::time::Duration::from_secs(settings.jwks_refresh_seconds.max(1)),
         })
     }
 
@@ -87,8 +101,23 @@ impl Application {
             self.store.clone(),
             self.registry.clone(),
         ));
+        let key_refresh = tokio::spawn(refresh_keys(self.auth.clone(), self.jwks_refresh));
         let result = self.server.await;
         background.abort();
+        key_refresh.abort();
         result
+    }
+}
+
+/// Mode `jwks`: fetches the authorization server's keys at start and then periodically.
+async fn refresh_keys(auth: Arc<Authenticator>, every: std::time::Duration) {
+    let Some(remote) = &auth.remote else {
+        return;
+    };
+    loop {
+        if let Err(err) = remote.refresh().await {
+            tracing::warn!(source = %remote.source, error = %err, "cannot refresh the token signing keys");
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -48,6 +48,31 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Mode `jwks`: URL of the authorization server's public keys (JWKS).
+    #[arg(long, env = "PIVOT_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Mode `jwks`: a JWKS file instead of a URL (re-read on refresh, so rotating keys means
+    /// replacing the file).
+    #[arg(long, env = "PIVOT_JWKS_FILE")]
+    pub jwks_file: Option<std::path::PathBuf>,
+
+    /// Mode `jwks`: seconds between background refreshes of the key set.
+    #[arg(long, env = "PIVOT_JWKS_REFRESH_SECONDS", default_value_t = 300)]
+    pub jwks_refresh_seconds: u64,
+
+    /// Mode `jwks`: least seconds between two refreshes caused by tokens with an unknown key id.
+    #[arg(long, env = "PIVOT_JWKS_MIN_REFRESH_SECONDS", default_value_t = 10)]
+    pub jwks_min_refresh_seconds: u64,
+
+    /// Mode `jwks`: the authorization server's token endpoint, advertised in SMART discovery.
+    #[arg(long, env = "PIVOT_OAUTH_TOKEN_URL")]
+    pub oauth_token_url: Option<String>,
+
+    /// Mode `jwks`: the authorization server's authorization endpoint (SMART App Launch).
+    #[arg(long, env = "PIVOT_OAUTH_AUTHORIZE_URL")]
+    pub oauth_authorize_url: Option<String>,
+
     /// `iss` of the tokens this server issues and accepts.
     #[arg(long, env = "PIVOT_TOKEN_ISSUER", default_value = "pivot-fhir")]
     pub token_issuer: String,
@@ -82,6 +107,12 @@ impl Settings {
             token_issuer: "pivot-fhir".into(),
             token_audience: "pivot-fhir".into(),
             access_policy: None,
+            jwks_url: None,
+            jwks_file: None,
+            jwks_refresh_seconds: 300,
+            jwks_min_refresh_seconds: 10,
+            oauth_token_url: None,
+            oauth_authorize_url: None,
         }
     }
 
@@ -90,6 +121,17 @@ impl Settings {
         self.data_dir
             .clone()
             .unwrap_or_else(|| crate::auth::default_data_dir(&self.database_url))
+    }
+
+    /// Where mode `jwks` finds the authorization server's keys.
+    pub fn jwks(&self) -> crate::auth::JwksSettings {
+        crate::auth::JwksSettings {
+            url: self.jwks_url.clone(),
+            file: self.jwks_file.clone(),
+            min_refresh: std::time::Duration::from_secs(self.jwks_min_refresh_seconds),
+            token_url: self.oauth_token_url.clone(),
+            authorize_url: self.oauth_authorize_url.clone(),
+        }
     }
 
     /// The socket address to bind; without authorization (`--auth none`) only loopback

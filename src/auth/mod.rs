@@ -6,16 +6,18 @@
 pub mod backend_services;
 pub mod keys;
 pub mod policy;
+pub mod remote;
 pub mod scopes;
 pub mod token;
 
-use std::future::{Ready, ready};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::error::FhirError;
 use keys::SigningKey;
+use remote::{KeySource, Rejection, RemoteKeys};
 use scopes::{Context, Permission, Scope, parse_scopes};
 
 /// How requests are authorized (`--auth`).
@@ -29,16 +31,51 @@ pub enum AuthMode {
     None,
 }
 
+/// What a valid token says, whoever issued it.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub scope: String,
+    pub client_id: String,
+    pub patient: Option<String>,
+    pub fhir_user: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires: i64,
+}
+
+/// A verified token's access, until `expires`, while the key set is still `generation`.
+struct CachedAccess {
+    access: Access,
+    expires: i64,
+    generation: u64,
+}
+
 /// Checks tokens for the configured mode.
 pub struct Authenticator {
-    /// Tokens already verified, with their expiry: verifying an ES256 signature costs more than
-    /// the rest of a read, and a client sends the same token many times.
-    verified: std::sync::Mutex<std::collections::HashMap<String, (Access, i64)>>,
+    /// Tokens already verified, with their expiry: verifying a signature costs more than the
+    /// rest of a read, and a client sends the same token many times.
+    verified: std::sync::Mutex<std::collections::HashMap<String, CachedAccess>>,
     pub mode: AuthMode,
-    pub policy: std::sync::Arc<policy::Policy>,
+    pub policy: Arc<policy::Policy>,
+    /// Mode `local`: the server's own key.
     pub key: Option<SigningKey>,
+    /// Mode `jwks`: the external authorization server's keys.
+    pub remote: Option<RemoteKeys>,
+    /// Mode `jwks`: where clients get tokens (the external server's endpoints).
+    pub external: JwksSettings,
     pub issuer: String,
     pub audience: String,
+}
+
+/// Where mode `jwks` finds the authorization server's keys.
+#[derive(Debug, Clone, Default)]
+pub struct JwksSettings {
+    pub url: Option<String>,
+    pub file: Option<PathBuf>,
+    /// Least time between two fetches caused by tokens with an unknown key id.
+    pub min_refresh: std::time::Duration,
+    /// The authorization server's endpoints, for SMART discovery.
+    pub token_url: Option<String>,
+    pub authorize_url: Option<String>,
 }
 
 impl Authenticator {
@@ -48,71 +85,126 @@ impl Authenticator {
         issuer: String,
         audience: String,
         policy: policy::Policy,
+        jwks: &JwksSettings,
     ) -> anyhow::Result<Self> {
-        let key = match mode {
-            AuthMode::Local => Some(keys::load_or_create(data_dir)?),
-            AuthMode::Jwks => anyhow::bail!(
-                "--auth jwks is not available in this version; use local (the default) or none"
-            ),
-            AuthMode::None => None,
+        let (key, remote) = match mode {
+            AuthMode::Local => (Some(keys::load_or_create(data_dir)?), None),
+            AuthMode::Jwks => {
+                let source = match (&jwks.url, &jwks.file) {
+                    (Some(url), None) => KeySource::Url(url.clone()),
+                    (None, Some(file)) => KeySource::File(file.clone()),
+                    _ => anyhow::bail!(
+                        "--auth jwks needs exactly one of --jwks-url or --jwks-file (the \
+                         authorization server's public keys)"
+                    ),
+                };
+                (None, Some(RemoteKeys::new(source, jwks.min_refresh)?))
+            }
+            AuthMode::None => (None, None),
         };
         Ok(Authenticator {
             verified: Default::default(),
             mode,
             key,
+            remote,
+            external: jwks.clone(),
             issuer,
             audience,
-            policy: std::sync::Arc::new(policy),
+            policy: Arc::new(policy),
         })
     }
 
-    /// The access a request's `Authorization` header grants.
-    pub fn access(&self, authorization: Option<&str>) -> Result<Access, FhirError> {
-        let Some(key) = &self.key else {
+    /// The access a request's `Authorization` header grants. In mode `jwks`, a token signed by a
+    /// key the server has not seen yet makes it fetch the key set again (rate-limited).
+    pub async fn access(&self, authorization: Option<&str>) -> Result<Access, FhirError> {
+        match self.access_with_current_keys(authorization) {
+            Err(Rejection::UnknownKey) => {
+                if let Some(remote) = &self.remote
+                    && remote.refresh_if_due().await
+                {
+                    return self
+                        .access_with_current_keys(authorization)
+                        .map_err(rejection_error);
+                }
+                Err(rejection_error(Rejection::UnknownKey))
+            }
+            result => result.map_err(rejection_error),
+        }
+    }
+
+    fn access_with_current_keys(&self, authorization: Option<&str>) -> Result<Access, Rejection> {
+        if self.mode == AuthMode::None {
             return Ok(Access::unrestricted());
-        };
+        }
         let Some(header) = authorization else {
-            return Err(FhirError::Unauthorized("A bearer token is required".into()));
+            return Err(Rejection::Invalid("A bearer token is required".into()));
         };
         let Some(token) = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
         else {
-            return Err(FhirError::Unauthorized(
+            return Err(Rejection::Invalid(
                 "The Authorization header must be 'Bearer <token>'".into(),
             ));
         };
         let token = token.trim();
         let now = crate::fhir::instant::now_micros() / 1_000_000;
+        let generation = self.remote.as_ref().map_or(0, RemoteKeys::generation);
         if let Ok(cache) = self.verified.lock()
-            && let Some((access, expires)) = cache.get(token)
-            && *expires > now
+            && let Some(cached) = cache.get(token)
+            && cached.expires > now
+            && cached.generation == generation
         {
-            return Ok(access.clone());
+            return Ok(cached.access.clone());
         }
-        let claims = token::check(key, &self.issuer, &self.audience, token)
-            .map_err(FhirError::Unauthorized)?;
-        let expires = claims.exp;
+        let verified = match (&self.key, &self.remote) {
+            (Some(key), _) => token::check(key, &self.issuer, &self.audience, token)
+                .map(|claims| VerifiedToken {
+                    scope: claims.scope,
+                    client_id: claims.client_id,
+                    patient: claims.patient,
+                    fhir_user: claims.fhir_user,
+                    expires: claims.exp,
+                })
+                .map_err(Rejection::Invalid)?,
+            (None, Some(remote)) => remote.check(&self.issuer, &self.audience, token)?,
+            (None, None) => return Err(Rejection::Invalid("no key to check tokens".into())),
+        };
+        let expires = verified.expires;
         let access = Access {
             unrestricted: false,
-            scopes: parse_scopes(&claims.scope),
-            patient: claims.patient,
-            fhir_user: claims.fhir_user,
-            client_id: claims.client_id,
+            scopes: parse_scopes(&verified.scope),
+            patient: verified.patient,
+            fhir_user: verified.fhir_user,
+            client_id: verified.client_id,
             policy: Some(self.policy.clone()),
         };
         if let Ok(mut cache) = self.verified.lock() {
             // bounded: expired entries go first, then everything when it is still full
             if cache.len() >= 10_000 {
-                cache.retain(|_, (_, until)| *until > now);
+                cache.retain(|_, cached| cached.expires > now);
                 if cache.len() >= 10_000 {
                     cache.clear();
                 }
             }
-            cache.insert(token.to_string(), (access.clone(), expires));
+            cache.insert(
+                token.to_string(),
+                CachedAccess {
+                    access: access.clone(),
+                    expires,
+                    generation,
+                },
+            );
         }
         Ok(access)
     }
+}
+
+fn rejection_error(rejection: Rejection) -> FhirError {
+    FhirError::Unauthorized(match rejection {
+        Rejection::UnknownKey => "unknown key id".into(),
+        Rejection::Invalid(message) => message,
+    })
 }
 
 /// Where the data folder is: beside a SQLite database, else `data`.
@@ -134,7 +226,7 @@ pub struct Access {
     pub fhir_user: Option<String>,
     pub client_id: String,
     /// The program roles that may further limit a token with a `fhirUser`.
-    pub policy: Option<std::sync::Arc<policy::Policy>>,
+    pub policy: Option<Arc<policy::Policy>>,
 }
 
 /// What a permission on a type comes with: limits every query must add.
@@ -247,19 +339,22 @@ fn permission_name(permission: Permission) -> &'static str {
 
 impl FromRequest for Access {
     type Error = FhirError;
-    type Future = Ready<Result<Access, FhirError>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Access, FhirError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<crate::api::AppState>>() {
-            Some(state) => state.auth.access(
-                req.headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            None => Err(FhirError::Internal(anyhow::anyhow!(
-                "application state missing"
-            ))),
-        };
-        ready(result)
+        let state = req.app_data::<web::Data<crate::api::AppState>>().cloned();
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Box::pin(async move {
+            match state {
+                Some(state) => state.auth.access(authorization.as_deref()).await,
+                None => Err(FhirError::Internal(anyhow::anyhow!(
+                    "application state missing"
+                ))),
+            }
+        })
     }
 }

@@ -10,6 +10,7 @@ mod crud;
 mod durability;
 mod examples;
 mod history;
+mod jwks;
 mod migrations;
 mod patch;
 mod protocol;

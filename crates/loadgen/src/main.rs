@@ -80,6 +80,7 @@ impl Rng {
 
 #[tokio::main]
 async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Args::parse();
     if args.scenario == "preload" || args.scenario == "seed-program" {
         preload(&args).await;

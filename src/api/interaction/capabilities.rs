@@ -32,11 +32,9 @@ pub async fn capability_statement(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
-    let statement = build(
-        &state.fhir_base(&req),
-        &state.started_at,
-        &state.registry.current(),
-    );
+    let fhir_base = state.fhir_base(&req);
+    let mut statement = build(&fhir_base, &state.started_at, &state.registry.current());
+    statement["rest"][0]["security"] = super::smart::security(&state.auth, &fhir_base);
     Ok(response::json(StatusCode::OK, format, &statement))
 }
 
