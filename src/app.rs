@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 
 use crate::api::{self, AppState};
@@ -21,6 +21,7 @@ pub struct Application {
     registry: Arc<RegistryHandle>,
     auth: Arc<Authenticator>,
     jwks_refresh: std::time::Duration,
+    audit_queue: crate::service::audit::AuditQueue,
 }
 
 impl Application {
@@ -59,7 +60,9 @@ impl Application {
             .blocking(|conn| search_parameters::load(conn))
             .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
         let registry = Arc::new(RegistryHandle::new(registry, version));
+        let (audit, audit_queue) = crate::service::audit::trail();
         let state = web::Data::new(AppState {
+            audit,
             store: store.clone(),
             auth: auth.clone(),
             registry: registry.clone(),
@@ -68,10 +71,24 @@ impl Application {
             max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
         });
-        let mut server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))
-                .listen(listener)?
-                .shutdown_timeout(30);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(|req, service| {
+                    let audited = api::audit::path_is_audited(&req);
+                    let response = service.call(req);
+                    async move {
+                        let response = response.await?;
+                        if audited {
+                            api::audit::record(&response).await;
+                        }
+                        Ok(response)
+                    }
+                })
+                .configure(api::routes)
+        })
+        .listen(listener)?
+        .shutdown_timeout(30);
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
@@ -81,6 +98,7 @@ impl Application {
             store,
             registry,
             auth,
+            audit_queue,
             jwks_refresh: std::time::Duration::from_secs(settings.jwks_refresh_seconds.max(1)),
         })
     }
@@ -102,9 +120,20 @@ impl Application {
             self.registry.clone(),
         ));
         let key_refresh = tokio::spawn(refresh_keys(self.auth.clone(), self.jwks_refresh));
+        let audit_writer = tokio::spawn(crate::service::audit::run_writer(
+            self.store.clone(),
+            self.audit_queue,
+        ));
         let result = self.server.await;
         background.abort();
         key_refresh.abort();
+        // the workers are gone, and with them every sender: the writer drains the queue and ends
+        if tokio::time::timeout(std::time::Duration::from_secs(10), audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit trail writer did not finish within 10 s of shutdown");
+        }
         result
     }
 }

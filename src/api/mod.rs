@@ -1,6 +1,7 @@
 //! HTTP: the route table, shared state and response building. Handlers are thin: they read the
 //! request, call `service` and `store`, and shape the response.
 
+pub mod audit;
 pub mod headers;
 pub mod interaction;
 pub mod operation;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub max_bundle_entries: usize,
     /// When the server started, as a FHIR instant (CapabilityStatement.date).
     pub started_at: String,
+    pub audit: crate::service::audit::AuditTrail,
 }
 
 impl AppState {
@@ -105,6 +107,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(history::system_history))
                     .default_service(web::to(method_not_allowed)),
             )
+            // the audit trail: read-only, for administrators
+            .service(
+                web::resource(["/AuditEvent", "/AuditEvent/_search"])
+                    .route(web::get().to(audit::search_trail))
+                    .default_service(web::to(audit::refuse_change)),
+            )
+            .service(web::resource("/AuditEvent/_history").to(audit::refuse_change))
+            .service(
+                web::resource("/AuditEvent/{id}")
+                    .route(web::get().to(audit::read_trail))
+                    .default_service(web::to(audit::refuse_change)),
+            )
+            .service(web::resource("/AuditEvent/{id}/{rest:.*}").to(audit::refuse_change))
             .service(
                 web::resource("/{type}")
                     .route(web::get().to(search::search_type))

@@ -343,6 +343,7 @@ impl FromRequest for Access {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<crate::api::AppState>>().cloned();
+        let request = req.clone();
         let authorization = req
             .headers()
             .get("authorization")
@@ -350,7 +351,12 @@ impl FromRequest for Access {
             .map(str::to_string);
         Box::pin(async move {
             match state {
-                Some(state) => state.auth.access(authorization.as_deref()).await,
+                Some(state) => {
+                    let access = state.auth.access(authorization.as_deref()).await?;
+                    // the audit trail records who made the request
+                    actix_web::HttpMessage::extensions_mut(&request).insert(access.clone());
+                    Ok(access)
+                }
                 None => Err(FhirError::Internal(anyhow::anyhow!(
                     "application state missing"
                 ))),

@@ -37,6 +37,7 @@ pub fn create(
     resource: Map<String, Value>,
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
+    refuse_server_owned(&resource_type)?;
     super::search_parameters::check_definition(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
@@ -150,6 +151,7 @@ fn write_version(
     method: &str,
     mut batch: Option<&mut IndexBatch>,
 ) -> Result<Written, FhirError> {
+    refuse_server_owned(resource_type)?;
     for _ in 0..MAX_WRITE_ATTEMPTS {
         let current = rows::current(conn, resource_type, id)?;
         if let Some(expected) = if_match {
@@ -228,6 +230,17 @@ fn write_version(
     Err(FhirError::Conflict(format!(
         "{resource_type}/{id} is being changed by many requests at once; try again"
     )))
+}
+
+/// AuditEvent is the server's audit trail (see `service::audit`): clients read it, never write.
+fn refuse_server_owned(resource_type: &str) -> Result<(), FhirError> {
+    if resource_type == "AuditEvent" {
+        return Err(FhirError::MethodNotAllowed(
+            "AuditEvent is the server's audit trail: it is written by the server and never changes"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn resource_type_of(resource: &Map<String, Value>) -> Result<String, FhirError> {

@@ -3,6 +3,7 @@
 //! through [`Store::read`] and [`Store::write`]; `write` wraps its closure in one transaction,
 //! so a multi-resource write commits or rolls back as a whole.
 
+pub mod audit;
 pub mod clients;
 pub mod conn;
 pub mod index;

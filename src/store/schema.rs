@@ -62,3 +62,20 @@ diesel::table! {
         expires_at -> BigInt,
     }
 }
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        recorded -> BigInt,
+        interaction -> Text,
+        action -> Text,
+        status -> Integer,
+        client_id -> Text,
+        fhir_user -> Nullable<Text>,
+        resource_type -> Nullable<Text>,
+        resource_id -> Nullable<Text>,
+        version_id -> Nullable<BigInt>,
+        query -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}

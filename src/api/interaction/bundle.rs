@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::api::audit::WriteAudit;
 use crate::api::headers::{Return, negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, response};
 use crate::auth::Access;
@@ -36,6 +37,14 @@ pub async fn batch_or_transaction(
             .at("Bundle.type"),
         ));
     }
+    crate::api::audit::interaction_is(
+        &req,
+        if kind == "transaction" {
+            "transaction"
+        } else {
+            "batch"
+        },
+    );
     let entries = bundle::parse_entries(&parsed, state.max_bundle_entries)?;
     drop(parsed);
     let representation = match prefer_return(req.headers()) {
@@ -48,19 +57,25 @@ pub async fn batch_or_transaction(
     let count = entries.len();
     let text = if kind == "transaction" {
         let transaction_base = base.clone();
+        let audit = WriteAudit::of(&req, &access);
+        let requests: Vec<(bundle::Method, String)> =
+            entries.iter().map(|e| (e.method, e.url.clone())).collect();
         let responses = state
             .store
             .write_alone(move |conn| {
-                bundle::transaction(
+                let responses = bundle::transaction(
                     conn,
                     &registry,
                     &transaction_base,
                     entries,
                     representation,
                     &access,
-                )
+                )?;
+                audit.record_transaction(conn, &requests, &responses)?;
+                Ok::<_, FhirError>(responses)
             })
             .await?;
+        WriteAudit::done(&req);
         tracing::info!(
             interaction = "transaction",
             entries = count,
@@ -69,13 +84,18 @@ pub async fn batch_or_transaction(
         bundle::response_bundle("transaction-response", &base, &responses)
     } else {
         let mut responses = Vec::with_capacity(count);
+        let audit = WriteAudit::of(&req, &access);
         for entry in entries {
-            let (registry, entry_base, entry_access) =
-                (registry.clone(), base.clone(), access.clone());
+            let (registry, entry_base, entry_access, audit) = (
+                registry.clone(),
+                base.clone(),
+                access.clone(),
+                audit.clone(),
+            );
             let result = state
                 .store
                 .write(move |conn| {
-                    bundle::batch_entry(
+                    let response = bundle::batch_entry(
                         conn,
                         &registry,
                         &entry_base,
@@ -83,7 +103,13 @@ pub async fn batch_or_transaction(
                         representation,
                         &entry_access,
                     )
-                    .map_err(|e| bundle::at_entry(e, entry.index))
+                    .map_err(|e| bundle::at_entry(e, entry.index))?;
+                    audit.record_entries(
+                        conn,
+                        &[(entry.method, entry.url.clone())],
+                        std::slice::from_ref(&response),
+                    )?;
+                    Ok::<_, FhirError>(response)
                 })
                 .await;
             responses.push(result.unwrap_or_else(|err| bundle::failed_entry(&err)));

@@ -43,6 +43,9 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|resource_type| {
+            if *resource_type == "AuditEvent" {
+                return crate::service::audit::capability();
+            }
             let search_params: Vec<Value> = registry
                 .params_of(resource_type)
                 .filter(|p| p.kind != ParamType::Special && (p.kind != ParamType::Composite || p.components.len() == 2))

@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::api::audit::WriteAudit;
 use crate::api::headers::{negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, known_type, response};
 use crate::auth::Access;
@@ -33,10 +34,14 @@ pub async fn create(
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
+    let audit = WriteAudit::of(&req, &access);
     let created = state
         .store
         .write(move |conn| {
             let created = conditional::create(conn, &registry, resource, if_none_exist.as_deref())?;
+            if let Created::New(written) = &created {
+                audit.record(conn, "create", written)?;
+            }
             let (ty, id) = match &created {
                 Created::New(w) => (w.resource_type.clone(), w.id.clone()),
                 Created::Existing(f) => (f.resource_type.clone(), f.id.clone()),
@@ -49,6 +54,9 @@ pub async fn create(
             Ok(created)
         })
         .await?;
+    if matches!(created, Created::New(_)) {
+        WriteAudit::done(&req);
+    }
     let base = state.fhir_base(&req);
     match created {
         Created::New(written) => {

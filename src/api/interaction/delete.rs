@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::api::audit::WriteAudit;
 use crate::api::headers::{Return, if_match, negotiate, prefer_return};
 use crate::api::{AppState, known_type, response, valid_id};
 use crate::auth::Access;
@@ -25,15 +26,22 @@ pub async fn delete(
     let expected_version = if_match(req.headers())?;
     let (ty, target) = (resource_type.clone(), id.clone());
     let registry = state.registry.current();
+    let audit = WriteAudit::of(&req, &access);
     let deleted = state
         .store
         .write(move |conn| {
             if !visible(conn, &registry, &ty, &target, &grant)? {
                 return Ok(None); // outside the token's reach: as if it did not exist
             }
-            crate::service::resources::delete(conn, &registry, &ty, &target, expected_version)
+            let deleted =
+                crate::service::resources::delete(conn, &registry, &ty, &target, expected_version)?;
+            if let Some(written) = &deleted {
+                audit.record(conn, "delete", written)?;
+            }
+            Ok::<_, FhirError>(deleted)
         })
         .await?;
+    WriteAudit::done(&req);
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
         _ => Return::OperationOutcome,
@@ -81,20 +89,26 @@ pub async fn conditional_delete(
     let criteria = req.query_string().to_string();
     let registry = state.registry.current();
     let ty = resource_type.clone();
+    let audit = WriteAudit::of(&req, &access);
     let deleted = state
         .store
         .write(move |conn| {
             let limits = crate::service::access::grant_conditions(conn, &registry, &ty, &grant)?;
-            crate::service::conditional::delete(
+            let deleted = crate::service::conditional::delete(
                 conn,
                 &registry,
                 &ty,
                 &criteria,
                 expected_version,
                 &limits,
-            )
+            )?;
+            if let Some((_, written)) = &deleted {
+                audit.record(conn, "delete", written)?;
+            }
+            Ok::<_, FhirError>(deleted)
         })
         .await?;
+    WriteAudit::done(&req);
     let prefer = match prefer_return(req.headers()) {
         Return::Minimal => Return::Minimal,
         _ => Return::OperationOutcome,

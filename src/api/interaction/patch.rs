@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::api::audit::WriteAudit;
 use crate::api::headers::{if_match, negotiate, prefer_return, read_body};
 use crate::api::{AppState, known_type, response, valid_id};
 use crate::auth::Access;
@@ -101,6 +102,7 @@ async fn run(
     let document = patch_document(&req, &body)?;
     let registry = state.registry.current();
     let ty = resource_type.clone();
+    let audit = WriteAudit::of(&req, &access);
     let written = state
         .store
         .write(move |conn| {
@@ -149,9 +151,11 @@ async fn run(
                     "The resource would be outside the token's reach".into(),
                 ));
             }
+            audit.record(conn, "patch", &written)?;
             Ok(written)
         })
         .await?;
+    WriteAudit::done(&req);
     tracing::info!(interaction = "patch", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "patched");
     let builder = response::versioned(StatusCode::OK, written.version_id, written.last_updated);
     let message = format!(

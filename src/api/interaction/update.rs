@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::api::audit::WriteAudit;
 use crate::api::headers::{if_match, negotiate, prefer_return, read_body, require_json_body};
 use crate::api::{AppState, known_type, response, valid_id};
 use crate::auth::Access;
@@ -55,6 +56,7 @@ pub async fn update(
     }
     let registry = state.registry.current();
     let ty = resource_type.clone();
+    let audit = WriteAudit::of(&req, &access);
     let written = state
         .store
         .write(move |conn| {
@@ -84,9 +86,11 @@ pub async fn update(
                     "The resource would be outside the token's reach".into(),
                 ));
             }
+            audit.record(conn, "update", &written)?;
             Ok(written)
         })
         .await?;
+    WriteAudit::done(&req);
     tracing::info!(interaction = "update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     Ok(answer(&req, &state, format, &written))
 }
@@ -109,6 +113,7 @@ pub async fn conditional_update(
     let resource = parse_resource(&body, Some(&resource_type))?;
     let registry = state.registry.current();
     let resource_type_in = resource_type.clone();
+    let audit = WriteAudit::of(&req, &access);
     let written = state
         .store
         .write(move |conn| {
@@ -128,9 +133,11 @@ pub async fn conditional_update(
                     "The resource would be outside the token's reach".into(),
                 ));
             }
+            audit.record(conn, "update", &written)?;
             Ok(written)
         })
         .await?;
+    WriteAudit::done(&req);
     tracing::info!(interaction = "conditional-update", fhir.resource_type = %written.resource_type, fhir.id = %written.id, "updated");
     Ok(answer(&req, &state, format, &written))
 }
