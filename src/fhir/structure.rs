@@ -645,6 +645,15 @@ fn check_primitive(value: &Value, type_code: &str) -> Result<(), String> {
             let Some(text) = value.as_str() else {
                 return Err(format!("Expected a JSON string ({type_code})"));
             };
+            // datatypes.html#string: no character below U+0020 but tab, CR and LF
+            if text
+                .chars()
+                .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n'))
+            {
+                return Err(format!(
+                    "A {type_code} must not contain control characters (below U+0020 other than tab, CR, LF)"
+                ));
+            }
             let valid = match type_code {
                 "id" => crate::fhir::is_valid_id(text),
                 "date" => lexical::is_date(text),

@@ -114,6 +114,7 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
             add_item(&mut rows, &param.code, param.kind, item);
         }
     }
+    bound_indexed_text(&mut rows);
     dedup(&mut rows.strings);
     dedup(&mut rows.tokens);
     dedup(&mut rows.references);
@@ -202,14 +203,64 @@ fn add_composites(
     }
 }
 
-fn dedup<T: PartialEq>(rows: &mut Vec<T>) {
-    let mut unique: Vec<T> = Vec::with_capacity(rows.len());
-    for row in rows.drain(..) {
-        if !unique.contains(&row) {
-            unique.push(row);
-        }
+/// Most characters of a text value kept in an indexed column: a B-tree entry has a size limit
+/// (about 2.7 kB on PostgreSQL), and a client may send megabytes in one element. Searches cut
+/// their values the same way (`store::search`), so matching stays exact up to this length.
+pub const MAX_INDEXED_CHARS: usize = 200;
+
+/// `text` cut to `MAX_INDEXED_CHARS` characters.
+pub fn indexed_text(text: &str) -> &str {
+    match text.char_indices().nth(MAX_INDEXED_CHARS) {
+        Some((at, _)) => &text[..at],
+        None => text,
     }
-    *rows = unique;
+}
+
+fn bound(text: &mut String) {
+    let keep = indexed_text(text).len();
+    text.truncate(keep);
+}
+
+fn bound_indexed_text(rows: &mut IndexRows) {
+    for row in &mut rows.strings {
+        bound(&mut row.normalized);
+    }
+    for row in &mut rows.tokens {
+        bound(&mut row.system);
+        bound(&mut row.code);
+        bound(&mut row.text);
+    }
+    for row in &mut rows.references {
+        bound(&mut row.target_type);
+        bound(&mut row.target_id);
+    }
+    for row in &mut rows.uris {
+        bound(&mut row.uri);
+    }
+    for row in &mut rows.composites {
+        bound(&mut row.system);
+        bound(&mut row.code);
+        bound(&mut row.v_system);
+        bound(&mut row.v_code);
+    }
+}
+
+/// Removes repeated rows, keeping the first of each. Small sets (nearly every resource) compare
+/// directly; large ones (a resource with thousands of values) go through a hash of each row's
+/// text, so a hostile resource cannot make this quadratic.
+fn dedup<T: PartialEq + std::fmt::Debug>(rows: &mut Vec<T>) {
+    if rows.len() <= 64 {
+        let mut unique: Vec<T> = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            if !unique.contains(&row) {
+                unique.push(row);
+            }
+        }
+        *rows = unique;
+        return;
+    }
+    let mut seen = rustc_hash::FxHashSet::default();
+    rows.retain(|row| seen.insert(format!("{row:?}")));
 }
 
 /// Lower case with diacritics removed, for accent- and case-insensitive string search.

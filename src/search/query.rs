@@ -113,6 +113,9 @@ pub enum Condition {
 /// How many levels of chaining and `_has` a request may use.
 pub const MAX_CHAIN_DEPTH: usize = 4;
 
+/// Most comma-separated values of one parameter (each becomes an OR of the query).
+pub const MAX_VALUES: usize = 500;
+
 fn invalid(param: &str, message: impl Into<String>) -> FhirError {
     FhirError::invalid(Issue::error("value", message).at(param.to_string()))
 }
@@ -134,6 +137,15 @@ pub fn parse_condition(
         return Err(invalid(
             name,
             format!("Chains and _has are limited to {MAX_CHAIN_DEPTH} levels"),
+        ));
+    }
+    if depth == 0 && value.matches(',').count() >= MAX_VALUES {
+        return Err(FhirError::invalid(
+            Issue::error(
+                "too-costly",
+                format!("A search parameter may list at most {MAX_VALUES} values"),
+            )
+            .at(name.to_string()),
         ));
     }
     if let Some(rest) = name.strip_prefix("_has:") {
@@ -274,9 +286,8 @@ fn unescape(value: &str) -> String {
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
+            // a trailing backslash escapes nothing: it is itself
+            out.push(chars.next().unwrap_or('\\'));
         } else {
             out.push(c);
         }
@@ -383,6 +394,12 @@ fn parse_value(
                 });
             }
             match split_pipe(raw) {
+                Some((system, code)) if system.is_empty() && code.is_empty() => {
+                    return Err(invalid(
+                        name,
+                        "A token needs a code or a system: '|' alone names neither",
+                    ));
+                }
                 Some((system, code)) => SearchValue::Token {
                     system: Some(system),
                     code: (!code.is_empty()).then_some(code),

@@ -11,6 +11,8 @@ use crate::store::search::SortKey;
 /// Page size without `_count` (as HAPI FHIR and most servers).
 pub const DEFAULT_COUNT: i64 = 20;
 pub const MAX_COUNT: i64 = 1000;
+/// Most search parameters in one request (each becomes a condition of the query).
+pub const MAX_CONDITIONS: usize = 100;
 /// The most resources `_include` and `_revinclude` add to one page.
 pub const MAX_INCLUDED: i64 = 1000;
 
@@ -101,11 +103,20 @@ pub fn parse_request(
         ignored: Vec::new(),
     };
     for (name, value) in params {
+        if name.contains('\0') || value.contains('\0') {
+            // no database stores it in text, and no FHIR value contains it
+            return Err(FhirError::invalid(
+                Issue::error("value", "Search parameters must not contain NUL characters")
+                    .at(name.replace('\0', "")),
+            ));
+        }
         let keep = match name.as_str() {
             "_format" | "_pretty" => true,
             "_count" => {
+                // larger pages are cut to MAX_COUNT, and the links say the size served
                 request.count = number(name, value)?.min(MAX_COUNT);
-                true
+                request.used.push((name.clone(), request.count.to_string()));
+                false
             }
             "_cursor" => {
                 request.after_pk = Some(number(name, value)?);
@@ -230,6 +241,12 @@ pub fn parse_request(
                 true
             }
             _ => match parse_condition(registry, resource_type, name, value, 0) {
+                Ok(_) if request.conditions.len() >= MAX_CONDITIONS => {
+                    return Err(FhirError::invalid(Issue::error(
+                        "too-costly",
+                        format!("A search may have at most {MAX_CONDITIONS} parameters"),
+                    )));
+                }
                 Ok(condition) => {
                     request.conditions.push(condition);
                     true

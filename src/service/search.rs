@@ -192,8 +192,12 @@ fn is_common_condition(condition: &crate::search::query::Condition) -> bool {
     }
 }
 
-/// Follows `_include` and `_revinclude` from the page, `:iterate` up to three levels, adding at
-/// most `MAX_INCLUDED` resources; returns whether that limit cut the list.
+/// How many rounds `:iterate` follows references (a cycle ends sooner: nothing new is found).
+const MAX_ITERATE_LEVELS: usize = 32;
+
+/// Follows `_include` and `_revinclude` from the page, `:iterate` until nothing new is found,
+/// adding at most `MAX_INCLUDED` resources in at most `MAX_ITERATE_LEVELS` rounds; returns
+/// whether a limit cut the list.
 fn collect_includes(
     conn: &mut AnyConnection,
     page: &[Found],
@@ -204,7 +208,7 @@ fn collect_includes(
     let mut extra: Vec<Found> = Vec::new();
     let mut frontier: Vec<Found> = page.to_vec();
     let mut capped = false;
-    for level in 0..3 {
+    for level in 0..MAX_ITERATE_LEVELS {
         let mut next = Vec::new();
         for include in includes.iter().filter(|i| level == 0 || i.iterate) {
             let sources: Vec<i64> = frontier
@@ -262,11 +266,12 @@ fn collect_includes(
             }
         }
         if next.is_empty() {
-            break;
+            return Ok((extra, capped));
         }
         frontier = next;
     }
-    Ok((extra, capped))
+    let more_to_follow = includes.iter().chain(revincludes).any(|i| i.iterate);
+    Ok((extra, capped || more_to_follow))
 }
 
 /// An absolute link to `path` below `base` with the query `pairs`.
@@ -347,7 +352,10 @@ fn bundle(
     if capped {
         issues.push(Issue::warning(
             "too-costly",
-            format!("_include/_revinclude added only the first {MAX_INCLUDED} resources"),
+            format!(
+                "_include/_revinclude stopped at a limit ({MAX_INCLUDED} resources, \
+                 {MAX_ITERATE_LEVELS} rounds of :iterate): the included resources are incomplete"
+            ),
         ));
     }
     if !issues.is_empty() {

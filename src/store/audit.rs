@@ -33,7 +33,17 @@ pub struct AuditRow {
 
 /// Appends rows (one statement per 200; diesel's batch insert does not serve both backends).
 pub fn append(conn: &mut AnyConnection, rows: &[AuditRow]) -> Result<(), StoreError> {
-    let optional_text = |value: &Option<String>| value.clone().map_or(Bind::NullText, Bind::Text);
+    // bounded: an id or client id taken from a hostile request must not fail a whole batch
+    // on an index's entry size limit
+    let cut = |text: &str, most: usize| match text.char_indices().nth(most) {
+        Some((at, _)) => text[..at].to_string(),
+        None => text.to_string(),
+    };
+    let optional_text = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map_or(Bind::NullText, |text| Bind::Text(cut(text, 256)))
+    };
     for chunk in rows.chunks(200) {
         let mut sql = Sql::for_connection(conn);
         sql.push(
@@ -50,17 +60,21 @@ pub fn append(conn: &mut AnyConnection, rows: &[AuditRow]) -> Result<(), StoreEr
             sql.push(", ");
             sql.int(i64::from(row.status));
             sql.push(", ");
-            sql.text(&row.client_id);
+            sql.text(&cut(&row.client_id, 256));
             for value in [&row.fhir_user, &row.resource_type, &row.resource_id] {
                 sql.push(", ");
                 sql.bind(optional_text(value));
             }
             sql.push(", ");
             sql.bind(row.version_id.map_or(Bind::NullInt, Bind::Int));
-            for value in [&row.query, &row.request_id] {
-                sql.push(", ");
-                sql.bind(optional_text(value));
-            }
+            sql.push(", ");
+            sql.bind(
+                row.query
+                    .as_deref()
+                    .map_or(Bind::NullText, |q| Bind::Text(cut(q, 8192))),
+            );
+            sql.push(", ");
+            sql.bind(optional_text(&row.request_id));
             sql.push(")");
         }
         execute(conn, sql)?;

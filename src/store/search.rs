@@ -185,14 +185,15 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
         } => {
             let source = sql.alias("s");
             let reference = sql.alias("sr");
+            // a row-value IN, not correlated to `alias`: the subquery runs once, also when
+            // `_has` is nested (correlated, nesting made it run once per candidate per level)
             sql.push(&format!(
-                "{alias}.id IN (SELECT {reference}.target_id FROM search_reference {reference} JOIN resources {source} \
+                "({alias}.resource_type, {alias}.id) IN (SELECT {reference}.target_type, {reference}.target_id \
+                 FROM search_reference {reference} JOIN resources {source} \
                  ON {source}.pk = {reference}.resource_pk WHERE {reference}.param = "
             ));
             sql.text(reference_param);
-            sql.push(&format!(
-                " AND {reference}.target_type = {alias}.resource_type AND {source}.resource_type = "
-            ));
+            sql.push(&format!(" AND {source}.resource_type = "));
             sql.text(source_type);
             sql.push(&format!(" AND {source}.deleted = 0 AND "));
             condition(sql, &source, inner);
@@ -216,7 +217,49 @@ fn combined(sql: &mut Sql, alias: &str, conditions: &[Condition], operator: &str
     sql.push(")");
 }
 
+/// `value` with its text cut as the index cuts it (`extract::MAX_INDEXED_CHARS`).
+fn as_indexed(value: &SearchValue) -> SearchValue {
+    use crate::search::extract::indexed_text;
+    let cut = |text: &String| indexed_text(text).to_string();
+    let cut_option = |text: &Option<String>| text.as_ref().map(cut);
+    match value {
+        SearchValue::String(text) => SearchValue::String(cut(text)),
+        SearchValue::Token { system, code } => SearchValue::Token {
+            system: cut_option(system),
+            code: cut_option(code),
+        },
+        SearchValue::Reference {
+            target_type,
+            id,
+            url,
+        } => SearchValue::Reference {
+            target_type: cut_option(target_type),
+            id: cut_option(id),
+            url: url.clone(),
+        },
+        SearchValue::Uri(uri) => SearchValue::Uri(cut(uri)),
+        SearchValue::Composite {
+            system,
+            code,
+            second,
+        } => SearchValue::Composite {
+            system: cut_option(system),
+            code: cut(code),
+            second: Box::new(as_indexed(second)),
+        },
+        other => other.clone(),
+    }
+}
+
 fn value_predicate(sql: &mut Sql, kind: ParamType, modifier: &Modifier, value: &SearchValue) {
+    // `:exact` compares the untruncated column; everything else the indexed, cut one
+    let cut;
+    let value = if *modifier == Modifier::Exact {
+        value
+    } else {
+        cut = as_indexed(value);
+        &cut
+    };
     match (kind, value) {
         (ParamType::String, SearchValue::String(text)) => match modifier {
             Modifier::Exact => {

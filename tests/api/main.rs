@@ -11,6 +11,7 @@ mod crud;
 mod durability;
 mod examples;
 mod history;
+mod hostile;
 mod jwks;
 mod migrations;
 mod patch;
