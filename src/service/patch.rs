@@ -98,6 +98,27 @@ impl PatchError {
 // JSON Patch (RFC 6902)
 
 /// Applies a JSON Patch document (an array of operations) to a copy of `resource`.
+/// RFC 7386 JSON Merge Patch: members of `patch` replace those of `target`, objects merge
+/// recursively, `null` removes. (The result is checked as a resource by the caller.)
+pub fn apply_merge_patch(target: &Value, patch: &Value) -> Value {
+    let Value::Object(changes) = patch else {
+        return patch.clone();
+    };
+    let mut result = match target {
+        Value::Object(members) => members.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in changes {
+        if value.is_null() {
+            result.remove(key);
+        } else {
+            let merged = apply_merge_patch(result.get(key).unwrap_or(&Value::Null), value);
+            result.insert(key.clone(), merged);
+        }
+    }
+    Value::Object(result)
+}
+
 pub fn apply_json_patch(resource: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Array(operations) = patch else {
         return Err(PatchError::invalid(

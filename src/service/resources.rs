@@ -306,6 +306,8 @@ pub enum PatchDocument {
     Json(Value),
     /// FHIRPath Patch (a Parameters resource).
     FhirPath(Value),
+    /// RFC 7386 JSON Merge Patch (a partial resource), as clients such as fhirpy send it.
+    Merge(Value),
 }
 
 /// patch: applies `document` to the current version of `resource_type/id` and stores the result
@@ -338,7 +340,7 @@ fn patch_once(
     document: &PatchDocument,
     if_match: Option<i64>,
 ) -> Result<Written, FhirError> {
-    use super::patch::{PatchErrorKind, apply_fhirpath_patch, apply_json_patch};
+    use super::patch::{PatchErrorKind, apply_fhirpath_patch, apply_json_patch, apply_merge_patch};
     let current = rows::current(conn, resource_type, id)?
         .ok_or_else(|| FhirError::NotFound(format!("{resource_type}/{id} is not known")))?;
     let Some(content) = current.content else {
@@ -360,6 +362,7 @@ fn patch_once(
     let patched = match document {
         PatchDocument::Json(operations) => apply_json_patch(&resource, operations),
         PatchDocument::FhirPath(parameters) => apply_fhirpath_patch(&resource, parameters),
+        PatchDocument::Merge(changes) => Ok(apply_merge_patch(&resource, changes)),
     }
     .map_err(|err| match err.kind {
         PatchErrorKind::Invalid => FhirError::invalid(err.issue()),

@@ -112,7 +112,8 @@ pub fn execute(
         limit: request.count + 1,
     };
     let summary_count = request.summary == Some(Summary::Count);
-    let want_total = summary_count || request.total == Total::Accurate;
+    // `_count=0` asks how many, not which (clients such as fhirpy count this way)
+    let want_total = summary_count || request.total == Total::Accurate || request.count == 0;
     let total = if want_total {
         Some(count(conn, &spec)?)
     } else {

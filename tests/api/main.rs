@@ -16,5 +16,6 @@ mod jwks;
 mod migrations;
 mod patch;
 mod protocol;
+mod real_clients;
 mod reindex;
 mod search;

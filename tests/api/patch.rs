@@ -234,3 +234,58 @@ async fn patch_in_bundles(app: TestApp) {
     );
     assert_eq!(body(app.get("Patient/c").await).await["active"], false);
 }
+
+/// JSON Merge Patch (RFC 7386), as fhirpy sends it: a partial resource; `null` removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_patch_of_a_partial_resource() {
+    for backend in [
+        crate::helpers::Backend::Sqlite,
+        crate::helpers::Backend::Postgres,
+    ] {
+        let Some(app) = TestApp::spawn(backend).await else {
+            continue;
+        };
+        app.put(
+            "Patient/m",
+            &json!({"resourceType":"Patient","id":"m","active":true,"gender":"male",
+                    "name":[{"family":"Old","given":["A"]}]}),
+        )
+        .await;
+        for (content_type, body) in [
+            (
+                "application/merge-patch+json",
+                json!({"gender": "female", "active": null}),
+            ),
+            ("application/json", json!({"birthDate": "1990-02-03"})),
+        ] {
+            let response = send(
+                app.request(reqwest::Method::PATCH, "Patient/m")
+                    .header("Content-Type", content_type)
+                    .body(body.to_string()),
+            )
+            .await;
+            assert_eq!(response.status().as_u16(), 200, "{content_type}");
+        }
+        let patient = crate::helpers::body(app.get("Patient/m").await).await;
+        assert_eq!(patient["gender"], "female");
+        assert!(patient.get("active").is_none());
+        assert_eq!(patient["birthDate"], "1990-02-03");
+        assert_eq!(patient["name"][0]["family"], "Old");
+        assert_eq!(patient["meta"]["versionId"], "3");
+        // a result that is not a valid Patient is refused and nothing changes
+        let response = send(
+            app.request(reqwest::Method::PATCH, "Patient/m")
+                .header("Content-Type", "application/merge-patch+json")
+                .body(json!({"gender": 7}).to_string()),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 422);
+        let response = send(
+            app.request(reqwest::Method::PATCH, "Patient/m")
+                .header("Content-Type", "application/merge-patch+json")
+                .body("[1,2]"),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 400);
+    }
+}

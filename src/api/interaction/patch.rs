@@ -39,13 +39,31 @@ pub fn patch_document(req: &HttpRequest, body: &[u8]) -> Result<PatchDocument, F
     };
     match media.as_str() {
         "application/json-patch+json" => Ok(PatchDocument::Json(parse()?)),
+        "application/merge-patch+json" => merge_patch(parse()?),
         "application/fhir+json" | "application/json" => {
-            let parameters = crate::fhir::parse::parse_resource(body, Some("Parameters"))?;
-            Ok(PatchDocument::FhirPath(Value::Object(parameters)))
+            // a Parameters resource is a FHIRPath Patch; any other object a merge patch
+            let document = parse()?;
+            if document.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+                let parameters = crate::fhir::parse::parse_resource(body, Some("Parameters"))?;
+                Ok(PatchDocument::FhirPath(Value::Object(parameters)))
+            } else {
+                merge_patch(document)
+            }
         }
         _ => Err(FhirError::UnsupportedMediaType(format!(
-            "PATCH takes application/json-patch+json (JSON Patch) or application/fhir+json (FHIRPath Patch), not '{content_type}'"
+            "PATCH takes application/json-patch+json (JSON Patch), application/fhir+json (FHIRPath Patch) or application/merge-patch+json, not '{content_type}'"
         ))),
+    }
+}
+
+fn merge_patch(document: Value) -> Result<PatchDocument, FhirError> {
+    if document.is_object() {
+        Ok(PatchDocument::Merge(document))
+    } else {
+        Err(FhirError::invalid(Issue::error(
+            "structure",
+            "A merge patch is a JSON object (a partial resource)",
+        )))
     }
 }
 
