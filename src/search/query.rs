@@ -167,6 +167,26 @@ pub fn parse_condition(
             value.split(',').map(str::to_string).collect(),
         ));
     }
+    if code == "_list" {
+        // search.html#list: the resources a List names in its entries, i.e.
+        // `_has:List:item:_id=...`; the functional lists (`$current-problems`...) are not kept
+        if modifier_text.is_some() {
+            return Err(unknown(name, "_list takes no modifier"));
+        }
+        if value.starts_with('$') {
+            return Err(unknown(
+                name,
+                format!("Functional list '{value}' is not supported; name a List by id"),
+            ));
+        }
+        return Ok(Condition::Has {
+            source_type: "List".into(),
+            reference_param: "item".into(),
+            inner: Box::new(Condition::Id(
+                value.split(',').map(str::to_string).collect(),
+            )),
+        });
+    }
     let Some(param) = registry.get(resource_type, code).cloned() else {
         return Err(unknown(
             name,

@@ -283,6 +283,37 @@ async fn reference_parameters_chains_and_has(app: TestApp) {
         ids(&app, "Patient?_has:Task:patient:owner=Organization/bank").await,
         set(&["ana"])
     );
+    // _list: the members of a List
+    app.put(
+        "List/worklist",
+        &json!({"resourceType":"List","id":"worklist","status":"current","mode":"working",
+                "entry":[{"item":{"reference":"Patient/ana"}},{"item":{"reference":"Patient/cy"}},
+                         {"item":{"reference":"Observation/o-ben"}}]}),
+    )
+    .await;
+    assert_eq!(
+        ids(&app, "Patient?_list=worklist").await,
+        set(&["ana", "cy"])
+    );
+    assert_eq!(
+        ids(&app, "Observation?_list=worklist").await,
+        set(&["o-ben"])
+    );
+    assert_eq!(
+        ids(&app, "Patient?_list=worklist&gender=female").await,
+        set(&["ana"])
+    );
+    assert_eq!(ids(&app, "Patient?_list=no-such-list").await, set(&[]));
+    expect_outcome(
+        app.request(reqwest::Method::GET, "Patient?_list=$current-problems")
+            .header("Prefer", "handling=strict")
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("{err}")),
+        400,
+        "not-supported",
+    )
+    .await;
     expect_outcome(app.get("Observation?code.name=x").await, 400, "value").await;
 }
 
