@@ -60,6 +60,13 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_ACCESS_POLICY")]
     pub access_policy: Option<std::path::PathBuf>,
 
+    /// Resource types that must claim a program profile (`meta.profile`) to be written, comma
+    /// separated; for the program deployment `Patient,ServiceRequest,Task,Observation` (an
+    /// Observation is held to it only when its category is SDOH: `sdoh` or `social-history`).
+    /// A resource that claims a program profile is validated against it in any case.
+    #[arg(long, env = "PIVOT_REQUIRE_PROFILES", value_delimiter = ',')]
+    pub require_profiles: Vec<String>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "PIVOT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -82,6 +89,7 @@ impl Settings {
             token_issuer: "pivot-fhir".into(),
             token_audience: "pivot-fhir".into(),
             access_policy: None,
+            require_profiles: Vec::new(),
         }
     }
 

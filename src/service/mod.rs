@@ -5,6 +5,7 @@ pub mod access;
 pub mod bundle;
 pub mod clock;
 pub mod conditional;
+pub mod conformance;
 pub mod patch;
 pub mod resources;
 pub mod search;

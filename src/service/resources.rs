@@ -38,6 +38,7 @@ pub fn create(
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
+    crate::validation::enforce(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
     let (stamped, content) = stamp(resource, &id, 1, last_updated);
@@ -91,6 +92,7 @@ pub fn update_batched(
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
+    crate::validation::enforce(&resource)?;
     write_version(
         conn,
         registry,
@@ -369,6 +371,7 @@ fn patch_once(
             FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
             other => other,
         })?;
+    crate::validation::enforce(&checked)?;
     write_version(
         conn,
         registry,
