@@ -453,15 +453,9 @@ fn is_sdoh_observation(resource: &Value) -> bool {
         .any(|c| matches!(c["code"].as_str(), Some("sdoh" | "social-history")))
 }
 
-/// The write rule: a resource that claims a program profile must conform to it (and to the
-/// base definitions), and a resource of a type configured with `--require-profiles` must claim
-/// one. Failures are 422 with every issue found.
-pub fn enforce(resource: &serde_json::Map<String, Value>) -> Result<(), FhirError> {
-    let resource_type = resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let claims_program = resource
+/// Whether `resource` claims one of the program's profiles.
+fn claims_program_profile(resource: &serde_json::Map<String, Value>) -> bool {
+    resource
         .get("meta")
         .and_then(|m| m.get("profile"))
         .and_then(Value::as_array)
@@ -469,35 +463,53 @@ pub fn enforce(resource: &serde_json::Map<String, Value>) -> Result<(), FhirErro
             list.iter()
                 .filter_map(Value::as_str)
                 .any(|p| p.starts_with(PROGRAM_BASE))
-        });
+        })
+}
+
+/// The issue of a resource that does not claim a program profile although its type must
+/// (`--require-profiles`).
+pub fn required_profile_issue(resource: &serde_json::Map<String, Value>) -> Option<Issue> {
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let required = REQUIRED
         .read()
         .map(|r| r.iter().any(|t| t == resource_type))
         .unwrap_or(false);
-    if !claims_program && !required {
+    if !required || claims_program_profile(resource) {
+        return None;
+    }
+    if resource_type == "Observation" && !is_sdoh_observation(&Value::Object(resource.clone())) {
+        return None;
+    }
+    let urls: Vec<String> = validator()
+        .profiles_of(resource_type)
+        .map(|p| p.url.clone())
+        .collect();
+    Some(
+        Issue::error(
+            "business-rule",
+            format!(
+                "This server requires a {resource_type} to claim a program profile in meta.profile (one of: {})",
+                urls.join(", ")
+            ),
+        )
+        .at(format!("{resource_type}.meta.profile")),
+    )
+}
+
+/// The write rule: a resource of a type configured with `--require-profiles` must claim a
+/// program profile, and a resource that claims one must conform to it (and to the base
+/// definitions). Failures are 422 with every issue found.
+pub fn enforce(resource: &serde_json::Map<String, Value>) -> Result<(), FhirError> {
+    if let Some(issue) = required_profile_issue(resource) {
+        return Err(FhirError::Unprocessable(vec![issue]));
+    }
+    if !claims_program_profile(resource) {
         return Ok(());
     }
-    let value = Value::Object(resource.clone());
-    if !claims_program && (resource_type != "Observation" || is_sdoh_observation(&value)) {
-        let urls: Vec<String> = validator()
-            .profiles_of(resource_type)
-            .map(|p| p.url.clone())
-            .collect();
-        return Err(FhirError::Unprocessable(vec![
-            Issue::error(
-                "business-rule",
-                format!(
-                    "This server requires a {resource_type} to claim a program profile in meta.profile (one of: {})",
-                    urls.join(", ")
-                ),
-            )
-            .at(format!("{resource_type}.meta.profile")),
-        ]));
-    }
-    if !claims_program {
-        return Ok(());
-    }
-    let issues = validator().validate(&value, &[]);
+    let issues = validator().validate(&Value::Object(resource.clone()), &[]);
     if issues
         .iter()
         .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))

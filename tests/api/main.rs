@@ -15,3 +15,5 @@ mod patch;
 mod protocol;
 mod reindex;
 mod search;
+mod terminology;
+mod validation;
