@@ -118,3 +118,50 @@ fn program_fixtures_conform_to_the_profiles_they_claim() {
     let errors: Vec<&String> = failures.iter().filter(|f| f.contains(": Error ")).collect();
     assert!(errors.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The cost of validation: run with
+/// `cargo test --release --lib validation_speed -- --ignored --nocapture` (see bench/results.md).
+#[test]
+#[ignore = "a measurement, not a check; run in release"]
+fn validation_speed() {
+    use std::time::Instant;
+    let started = Instant::now();
+    warm_up();
+    println!(
+        "definitions compiled in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/program");
+    for name in [
+        "patient.json",
+        "task.json",
+        "observation.json",
+        "servicerequest.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(name)).unwrap_or_default();
+        let resource: Value = serde_json::from_str(&text).unwrap_or_default();
+        let Some(map) = resource.as_object().cloned() else {
+            continue;
+        };
+        for _ in 0..200 {
+            let _ = enforce(&map);
+        }
+        let mut times: Vec<f64> = (0..5_000)
+            .map(|_| {
+                let start = Instant::now();
+                let result = enforce(&map);
+                let elapsed = start.elapsed().as_secs_f64() * 1e6;
+                assert!(result.is_ok());
+                elapsed
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let at = |q: f64| times[((times.len() as f64 - 1.0) * q) as usize];
+        println!(
+            "{name}: mean {mean:.0} µs, p50 {:.0} µs, p99 {:.0} µs (base + claimed program profiles)",
+            at(0.5),
+            at(0.99)
+        );
+    }
+}

@@ -608,3 +608,178 @@ async fn transactions_refuse_nonconforming_entries(app: TestApp) {
     let all = body(app.get("Patient?_summary=count").await).await;
     assert_eq!(all["total"], 0, "nothing of the transaction was stored");
 }
+
+/// A server process of its own: `--require-profiles` is a setting of the whole process.
+struct Process {
+    child: std::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Process {
+    async fn start(database_url: &str, data_dir: &Path, extra: &[&str]) -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pivot-fhir"))
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                database_url,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start the server: {err}"));
+        let token = crate::helpers::token_for(data_dir, "system/*.cruds", None, None);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let process = Process {
+            child,
+            base: format!("http://127.0.0.1:{port}/fhir"),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
+        };
+        for _ in 0..400 {
+            if reqwest::get(format!("http://127.0.0.1:{port}/health/ready"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return process;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    async fn post(&self, path: &str, resource: &Value) -> reqwest::Response {
+        crate::helpers::send(
+            self.client
+                .post(format!("{}/{path}", self.base))
+                .header("Content-Type", "application/fhir+json")
+                .body(resource.to_string()),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        body(crate::helpers::send(self.client.get(format!("{}/{path}", self.base))).await).await
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_profiles_and_idempotent_loading() {
+    let data = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let url = format!("sqlite://{}", data.path().join("pivot.db").display());
+    let server = Process::start(
+        &url,
+        data.path(),
+        &["--require-profiles", "Patient,Task,Observation"],
+    )
+    .await;
+    let plain = server
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Lee"}]}),
+        )
+        .await;
+    assert_eq!(plain.status().as_u16(), 422);
+    let outcome = body(plain).await;
+    assert!(
+        has(
+            &outcome,
+            &["business-rule", "Patient.meta.profile", "pivot-patient"]
+        ),
+        "{outcome}"
+    );
+    assert_eq!(
+        server
+            .post("Patient", &program_patient("req-1", "maternity"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    // an Observation is held to it only when it is an SDOH one
+    let vitals = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}});
+    assert_eq!(
+        server.post("Observation", &vitals).await.status().as_u16(),
+        201
+    );
+    let mut sdoh = vitals.clone();
+    sdoh["category"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "social-history"}]}]);
+    assert_eq!(
+        server.post("Observation", &sdoh).await.status().as_u16(),
+        422
+    );
+    assert_eq!(
+        server
+            .post("Observation", &screening("s-1"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    // $validate in create mode says so too
+    let checked = body(
+        server
+            .post(
+                "Patient/$validate?mode=create",
+                &json!({"resourceType": "Patient"}),
+            )
+            .await,
+    )
+    .await;
+    assert!(has(&checked, &["error", "business-rule"]), "{checked}");
+    // not for other types
+    assert_eq!(
+        server
+            .post(
+                "Organization",
+                &json!({"resourceType": "Organization", "name": "x"})
+            )
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    // inside a transaction Bundle: 422 and nothing kept
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Organization", "name": "kept?"}, "request": {"method": "POST", "url": "Organization"}},
+        {"resource": {"resourceType": "Task", "status": "requested", "intent": "order"}, "request": {"method": "POST", "url": "Task"}}]});
+    assert_eq!(server.post("", &bundle).await.status().as_u16(), 422);
+    assert_eq!(server.get("Organization?_summary=count").await["total"], 1);
+    server.stop();
+    // a restart stores no new versions of the definitions
+    let server = Process::start(&url, data.path(), &[]).await;
+    assert_eq!(
+        server
+            .get("StructureDefinition/pivot-patient/_history")
+            .await["total"],
+        1
+    );
+    assert_eq!(
+        server
+            .post("Patient", &json!({"resourceType": "Patient"}))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    server.stop();
+}
