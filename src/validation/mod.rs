@@ -166,9 +166,19 @@ impl Validator {
         let mut issues = Vec::new();
         let resource_type = resource["resourceType"].as_str().unwrap_or_default();
         self.walk_resource(resource, resource_type, &mut issues);
-        let mut urls: Vec<String> = claimed_profiles(resource)
-            .filter(|url| url.starts_with(PROGRAM_BASE))
-            .collect();
+        let (mut urls, others): (Vec<String>, Vec<String>) =
+            claimed_profiles(resource).partition(|url| url.starts_with(PROGRAM_BASE));
+        for url in others {
+            if url != format!("http://hl7.org/fhir/StructureDefinition/{resource_type}") {
+                push(
+                    &mut issues,
+                    Issue::information(format!(
+                        "The profile {url} is not held here; the resource was not checked against it"
+                    ))
+                    .at(format!("{resource_type}.meta.profile")),
+                );
+            }
+        }
         urls.extend(profiles.iter().cloned());
         urls.sort();
         urls.dedup();
@@ -290,6 +300,26 @@ impl Validator {
         }
         match self.profile(url) {
             Some(definition) if definition.is_extension => {
+                let element = element_path(path);
+                let allowed = definition.contexts.is_empty()
+                    || element.contains(".contained")
+                    || definition.contexts.iter().any(|c| {
+                        *c == element
+                            || matches!(c.as_str(), "Element" | "Resource" | "DomainResource")
+                    });
+                if !allowed {
+                    push(
+                        issues,
+                        Issue::error(
+                            "structure",
+                            format!(
+                                "The extension {url} may be used on {}, not on {element}",
+                                definition.contexts.join(", ")
+                            ),
+                        )
+                        .at(path),
+                    );
+                }
                 definition.check_element(self, extension, "Extension", path, root, issues);
             }
             _ => push(
@@ -302,6 +332,23 @@ impl Validator {
             ),
         }
     }
+}
+
+/// The element an extension at `path` extends, without indexes: `CarePlan.activity` for
+/// `CarePlan.activity[0].extension[1]`.
+fn element_path(path: &str) -> String {
+    let parent = path.rsplit_once('.').map_or(path, |(parent, _)| parent);
+    let mut out = String::with_capacity(parent.len());
+    let mut skipping = false;
+    for c in parent.chars() {
+        match c {
+            '[' => skipping = true,
+            ']' => skipping = false,
+            _ if !skipping => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The canonical URLs in `meta.profile`.

@@ -13,6 +13,8 @@ pub struct Profile {
     /// The constrained type (`Patient`, `Extension`).
     pub type_name: String,
     pub is_extension: bool,
+    /// Where an extension may be used (`context.expression` of element contexts).
+    pub contexts: Vec<String>,
     root: Node,
 }
 
@@ -67,8 +69,16 @@ impl Profile {
             }
             node.rule = rule_of(element, &url);
         }
+        let contexts = sd["context"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] == "element")
+            .filter_map(|c| c["expression"].as_str().map(str::to_string))
+            .collect();
         Some(Profile {
             is_extension: type_name == "Extension",
+            contexts,
             url,
             type_name,
             root,

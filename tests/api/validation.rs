@@ -262,6 +262,17 @@ async fn program_patient_rules_are_enforced_on_write(app: TestApp) {
         .as_array_mut()
         .map(|e| e.push(json!({"url": sd("pivot-unknown"), "valueString": "x"})));
     refused(&app, &patient, &["structure", "pivot-unknown"]).await;
+    // an extension is used only where its definition allows (pivot-edd is for CarePlan)
+    let mut patient = program_patient("ctx-1", "maternity");
+    patient["extension"]
+        .as_array_mut()
+        .map(|e| e.push(json!({"url": sd("pivot-edd"), "valueDate": "2027-01-01"})));
+    refused(
+        &app,
+        &patient,
+        &["structure", "Patient.extension[2]", "CarePlan"],
+    )
+    .await;
     // every issue is reported, not only the first
     let mut patient = program_patient("many-1", "dual-eligible");
     patient.as_object_mut().map(|p| p.shift_remove("gender"));
