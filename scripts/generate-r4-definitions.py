@@ -57,6 +57,13 @@ def main():
                     # under FHIRPath's type rules (System.Boolean); R5 corrected it.
                     if c[0] == "que-7":
                         c[3] = c[3].replace("answer is Boolean", "answer is boolean")
+                    # R4 applies as() to collections (dom-3: descendants().as(canonical)), which
+                    # FHIRPath defines for single items only; ofType() is the filter meant.
+                    c[3] = c[3].replace(".as(", ".ofType(")
+                    # The *-0 name rules repeat a class 254 times, past the evaluator's regex size
+                    # limit; the same rule, checked as a full match with a length test.
+                    c[3] = c[3].replace("name.matches('[A-Z]([A-Za-z0-9_]){0,254}')",
+                                        "name.matches('^[A-Z][A-Za-z0-9_]*$') and name.length() <= 255")
                 if own and ("." not in path or codes in (["BackboneElement"], ["Element"])):
                     constraints.setdefault(path, []).extend(own)
                 if "." not in path:

@@ -106,6 +106,47 @@ impl Invariant {
     }
 }
 
+/// dom-3, natively: its FHIRPath walks all descendants once per contained resource, which
+/// is quadratic. A contained resource must be referred to (`#id`) from elsewhere in the
+/// resource, or refer to its container (`#`).
+fn check_dom3(invariant: &Invariant, resource: &Value, path: &str, issues: &mut Vec<Issue>) {
+    let Some(contained) = resource.get("contained").and_then(Value::as_array) else {
+        return;
+    };
+    fn strings<'v>(value: &'v Value, out: &mut rustc_hash::FxHashSet<&'v str>) {
+        match value {
+            Value::String(text) if text.starts_with('#') => {
+                out.insert(text);
+            }
+            Value::Array(list) => list.iter().for_each(|v| strings(v, out)),
+            Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = rustc_hash::FxHashSet::default();
+    strings(resource, &mut all);
+    for item in contained {
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+        let referred = all.contains(format!("#{id}").as_str());
+        let refers_back = || {
+            let mut own = rustc_hash::FxHashSet::default();
+            strings(item, &mut own);
+            own.contains("#")
+        };
+        if !referred && !refers_back() {
+            push(
+                issues,
+                Issue {
+                    severity: invariant.severity,
+                    code: "invariant",
+                    diagnostics: format!("{}: {}", invariant.key, invariant.human),
+                    expression: Some(path.to_string()),
+                },
+            );
+        }
+    }
+}
+
 fn push(issues: &mut Vec<Issue>, issue: Issue) {
     if issues.len() < MAX_ISSUES {
         issues.push(issue);
@@ -231,7 +272,11 @@ impl Validator {
         let base = definitions::base();
         if let Some(invariants) = base.constraints.get(type_code) {
             for invariant in invariants {
-                invariant.check(value, type_code, root, path, issues);
+                if invariant.key == "dom-3" {
+                    check_dom3(invariant, value, path, issues);
+                } else {
+                    invariant.check(value, type_code, root, path, issues);
+                }
             }
         }
         if type_code == "Extension" {

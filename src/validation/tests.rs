@@ -32,7 +32,9 @@ fn errors(resource: &Value) -> Vec<String> {
     validator()
         .validate(resource, &[])
         .into_iter()
-        .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+        .filter(|i| {
+            matches!(i.severity, Severity::Error | Severity::Fatal) || i.code == "processing"
+        })
         .map(|i| {
             format!(
                 "{} {} @{}",

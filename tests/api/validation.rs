@@ -203,14 +203,14 @@ async fn program_patient_rules_are_enforced_on_write(app: TestApp) {
     let outcome = refused(
         &app,
         &program_patient("dual-1", "dual-eligible"),
-        &["error", "invariant", "pivot-pat-2"],
+        &["error invariant", "pivot-pat-2"],
     )
     .await;
     assert_eq!(outcome["resourceType"], "OperationOutcome");
     refused(
         &app,
         &program_patient("ltc-1", "long-term-care"),
-        &["invariant", "pivot-pat-2"],
+        &["error invariant", "pivot-pat-2"],
     )
     .await;
     // cardinality: the region extension is 1..1
@@ -317,13 +317,13 @@ async fn program_rules_of_tasks_and_screenings(app: TestApp) {
     )
     .await;
     assert!(
-        has(&outcome, &["invariant", "pivot-task-5"]),
+        has(&outcome, &["error invariant", "pivot-task-5"]),
         "{:#?}",
         issues(&outcome)
     );
     let mut task = referral_task("t-focus");
     task["focus"] = json!({"reference": "CarePlan/cp"});
-    refused(&app, &task, &["invariant", "pivot-task-5"]).await;
+    refused(&app, &task, &["error invariant", "pivot-task-5"]).await;
     // required binding on a status (pivot-referral-task-status leaves out `ready`)
     let mut task = referral_task("t-ready");
     task["status"] = json!("ready");
@@ -345,12 +345,12 @@ async fn program_rules_of_tasks_and_screenings(app: TestApp) {
     // program invariant with a status rule
     let mut task = referral_task("t-reason");
     task["status"] = json!("rejected");
-    refused(&app, &task, &["invariant", "pivot-task-1"]).await;
+    refused(&app, &task, &["error invariant", "pivot-task-1"]).await;
     // screenings
     accepted(&app, &screening("o-ok")).await;
     let mut obs = screening("o-instrument");
     obs.as_object_mut().map(|o| o.shift_remove("extension"));
-    refused(&app, &obs, &["invariant", "pivot-sdoh-obs-2"]).await;
+    refused(&app, &obs, &["error invariant", "pivot-sdoh-obs-2"]).await;
     let mut obs = screening("o-survey");
     obs["category"].as_array_mut().map(|c| c.remove(0));
     refused(&app, &obs, &["required", "slice survey"]).await;
@@ -519,7 +519,7 @@ async fn base_r4_rules_and_official_examples(app: TestApp) {
     assert!(
         has(
             &checked,
-            &["error", "invariant", "Patient.address[0].period", "per-1"]
+            &["error invariant", "Patient.address[0].period", "per-1"]
         ),
         "{:#?}",
         issues(&checked)
@@ -528,7 +528,10 @@ async fn base_r4_rules_and_official_examples(app: TestApp) {
     let patient = json!({"resourceType": "Patient", "contact": [{"gender": "male"}]});
     let checked = body(app.post("Patient/$validate", &patient).await).await;
     assert!(
-        has(&checked, &["invariant", "Patient.contact[0]", "pat-1"]),
+        has(
+            &checked,
+            &["error invariant", "Patient.contact[0]", "pat-1"]
+        ),
         "{:#?}",
         issues(&checked)
     );
@@ -536,7 +539,7 @@ async fn base_r4_rules_and_official_examples(app: TestApp) {
     let patient = json!({"resourceType": "Patient", "contained": [{"resourceType": "Organization", "id": "o", "name": "x"}]});
     let checked = body(app.post("Patient/$validate", &patient).await).await;
     assert!(
-        has(&checked, &["invariant", "dom-3"]),
+        has(&checked, &["error invariant", "dom-3"]),
         "{:#?}",
         issues(&checked)
     );
@@ -578,7 +581,10 @@ async fn base_r4_rules_and_official_examples(app: TestApp) {
         "extension": [{"url": "b", "valueString": "c"}]}]});
     let checked = body(app.post("Patient/$validate", &patient).await).await;
     assert!(
-        has(&checked, &["invariant", "Patient.extension[0]", "ext-1"]),
+        has(
+            &checked,
+            &["error invariant", "Patient.extension[0]", "ext-1"]
+        ),
         "{:#?}",
         issues(&checked)
     );
