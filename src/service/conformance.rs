@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::FhirError;
 use crate::search::registry::Registry;
 use crate::store::AnyConnection;
+use crate::store::index::IndexBatch;
 use crate::store::resources as rows;
 
 /// The artefact types stored at start-up. The `Organization` records of `profiles/` are
@@ -27,6 +28,8 @@ pub const LOADED_TYPES: &[&str] = &[
 /// Stores every embedded artefact that is missing or changed; returns how many were written.
 pub fn load(conn: &mut AnyConnection, registry: &Registry) -> Result<usize, FhirError> {
     let mut written = 0;
+    // index rows of all artefacts are written together at the end (fewer round trips)
+    let mut batch = IndexBatch::default();
     for artefact in crate::fhir::profiles::artefacts() {
         let Value::Object(resource) = artefact else {
             continue;
@@ -47,9 +50,18 @@ pub fn load(conn: &mut AnyConnection, registry: &Registry) -> Result<usize, Fhir
         if stored.is_some_and(|stored| same_content(&stored, &resource)) {
             continue;
         }
-        super::resources::update(conn, registry, &id, resource, None, "PUT")?;
+        super::resources::update_batched(
+            conn,
+            registry,
+            &id,
+            resource,
+            None,
+            "PUT",
+            Some(&mut batch),
+        )?;
         written += 1;
     }
+    batch.flush(conn)?;
     Ok(written)
 }
 
