@@ -51,6 +51,13 @@ impl Application {
                 "authorization is off (--auth none): every request may do anything; loopback only"
             );
         }
+        let started = std::time::Instant::now();
+        crate::validation::warm_up();
+        crate::validation::require_profiles(&settings.require_profiles);
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "definitions compiled"
+        );
         let store = Store::open(&settings.database_url, settings.db_pool_size)?;
         let listener = TcpListener::bind(address)
             .map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
@@ -59,6 +66,10 @@ impl Application {
         let (registry, version) = store
             .blocking(|conn| search_parameters::load(conn))
             .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
+        let loaded = store
+            .blocking_write(|conn| crate::service::conformance::load(conn, &registry))
+            .map_err(|err| anyhow::anyhow!("cannot store the program's definitions: {err}"))?;
+        tracing::info!(loaded, "program definitions stored");
         let registry = Arc::new(RegistryHandle::new(registry, version));
         let (audit, audit_queue) = crate::service::audit::trail();
         let state = web::Data::new(AppState {

@@ -85,6 +85,13 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_ACCESS_POLICY")]
     pub access_policy: Option<std::path::PathBuf>,
 
+    /// Resource types that must claim a program profile (`meta.profile`) to be written, comma
+    /// separated; for the program deployment `Patient,ServiceRequest,Task,Observation` (an
+    /// Observation is held to it only when its category is SDOH: `sdoh` or `social-history`).
+    /// A resource that claims a program profile is validated against it in any case.
+    #[arg(long, env = "PIVOT_REQUIRE_PROFILES", value_delimiter = ',')]
+    pub require_profiles: Vec<String>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "PIVOT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -113,6 +120,7 @@ impl Settings {
             jwks_min_refresh_seconds: 10,
             oauth_token_url: None,
             oauth_authorize_url: None,
+            require_profiles: Vec::new(),
         }
     }
 

@@ -17,6 +17,8 @@ pub mod search;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod terminology;
+pub mod validation;
 
 pub use app::Application;
 pub use config::Settings;

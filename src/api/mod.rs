@@ -135,6 +135,47 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/ValueSet/$expand")
+                    .route(web::get().to(operation::terminology::expand_type))
+                    .route(web::post().to(operation::terminology::expand_type))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/ValueSet/$validate-code")
+                    .route(web::get().to(operation::terminology::validate_code_type))
+                    .route(web::post().to(operation::terminology::validate_code_type))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/CodeSystem/$lookup")
+                    .route(web::get().to(operation::terminology::lookup))
+                    .route(web::post().to(operation::terminology::lookup))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/ValueSet/{id}/$expand")
+                    .route(web::get().to(operation::terminology::expand_instance))
+                    .route(web::post().to(operation::terminology::expand_instance))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/ValueSet/{id}/$validate-code")
+                    .route(web::get().to(operation::terminology::validate_code_instance))
+                    .route(web::post().to(operation::terminology::validate_code_instance))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/$validate")
+                    .route(web::post().to(operation::validate::validate_type))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/{type}/{id}/$validate")
+                    .route(web::get().to(operation::validate::validate_instance))
+                    .route(web::post().to(operation::validate::validate_instance))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/{type}/_search")
                     .route(web::post().to(search::search_type_post))
                     .route(web::get().to(search::search_type))

@@ -139,6 +139,19 @@ pub fn evaluate_on<'a>(
     engine.run(expr, focus).map(without_valueless)
 }
 
+/// Evaluates `expr` with `focus` as the input collection and `resource` as `%resource`,
+/// following the specification: how invariants (`constraint.expression`) are evaluated on an
+/// element.
+pub fn evaluate_constraint<'a>(
+    expr: &Expr,
+    focus: Item<'a>,
+    resource: &'a Value,
+) -> Result<Vec<Item<'a>>, FhirPathError> {
+    let focus = vec![focus];
+    let engine = eval::Engine::new(Some(resource), focus.clone(), Options::default());
+    engine.run(expr, &focus)
+}
+
 fn without_valueless(mut items: Vec<Item<'_>>) -> Vec<Item<'_>> {
     items.retain(|item| !matches!(item, Item::Valueless { .. }));
     items

@@ -206,6 +206,11 @@ pub fn parse_condition(
             _ => Err(invalid(name, ":missing takes true or false")),
         };
     }
+    if param.kind == ParamType::Token
+        && let Some(negate @ ("in" | "not-in")) = modifier_text
+    {
+        return value_set_condition(param, negate == "not-in", name, value);
+    }
     let modifier = parse_modifier(&param, modifier_text, name)?;
     if code == "_lastUpdated" {
         let values = split_values(value)
@@ -235,6 +240,64 @@ pub fn parse_condition(
     Ok(Condition::Match {
         param,
         modifier,
+        values,
+    })
+}
+
+/// The most codes a value set may have for `:in` / `:not-in`.
+const MAX_VALUE_SET_CODES: usize = 1_000;
+
+/// `:in` / `:not-in`: the codes of a value set the server holds, as token values (any of them;
+/// with `:not-in`, none of them).
+fn value_set_condition(
+    param: Arc<SearchParam>,
+    negate: bool,
+    name: &str,
+    url: &str,
+) -> Result<Condition, FhirError> {
+    let vs = crate::terminology::terminology()
+        .value_set(url)
+        .ok_or_else(|| {
+            invalid(
+                name,
+                format!("The value set '{url}' is not held by this server"),
+            )
+        })?;
+    let codes = vs.expansion.as_ref().ok_or_else(|| {
+        invalid(
+            name,
+            format!(
+                "The value set '{url}' draws on a code system this server does not hold in full"
+            ),
+        )
+    })?;
+    if codes.len() > MAX_VALUE_SET_CODES {
+        return Err(invalid(
+            name,
+            format!("The value set '{url}' has more than {MAX_VALUE_SET_CODES} codes"),
+        ));
+    }
+    // `code` elements (Patient.gender) are indexed without a system, which their binding
+    // implies: they match by code alone (`|code`).
+    let values: Vec<SearchValue> = codes
+        .iter()
+        .flat_map(|c| {
+            [c.system.clone(), String::new()].map(|system| SearchValue::Token {
+                system: Some(system),
+                code: Some(c.code.clone()),
+            })
+        })
+        .collect();
+    if values.is_empty() {
+        return Err(invalid(name, format!("The value set '{url}' has no codes")));
+    }
+    Ok(Condition::Match {
+        param,
+        modifier: if negate {
+            Modifier::Not
+        } else {
+            Modifier::None
+        },
         values,
     })
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bundle;
 pub mod clock;
 pub mod conditional;
+pub mod conformance;
 pub mod patch;
 pub mod resources;
 pub mod search;

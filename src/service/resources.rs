@@ -39,6 +39,7 @@ pub fn create(
     let resource_type = resource_type_of(&resource)?;
     refuse_server_owned(&resource_type)?;
     super::search_parameters::check_definition(&resource)?;
+    crate::validation::enforce(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
     let (stamped, content) = stamp(resource, &id, 1, last_updated);
@@ -92,6 +93,7 @@ pub fn update_batched(
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
+    crate::validation::enforce(&resource)?;
     write_version(
         conn,
         registry,
@@ -385,6 +387,7 @@ fn patch_once(
             FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
             other => other,
         })?;
+    crate::validation::enforce(&checked)?;
     write_version(
         conn,
         registry,

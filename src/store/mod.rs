@@ -238,6 +238,20 @@ impl Store {
         work(&mut conn)
     }
 
+    /// Runs `work` in one transaction with a writing connection on the calling thread
+    /// (start-up only, before the server takes requests).
+    pub fn blocking_write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+        E: From<StoreError> + From<DieselError>,
+    {
+        let mut conn = self
+            .writers
+            .get()
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        conn.transaction(|conn| work(conn))
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

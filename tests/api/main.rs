@@ -19,3 +19,5 @@ mod protocol;
 mod real_clients;
 mod reindex;
 mod search;
+mod terminology;
+mod validation;

@@ -40,6 +40,7 @@ pub async fn capability_statement(
 
 /// The CapabilityStatement for a server at `fhir_base`.
 pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
+    let profiles = program_profiles();
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|resource_type| {
@@ -56,7 +57,12 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 .filter(|p| p.kind == ParamType::Reference)
                 .map(|p| format!("{resource_type}:{}", p.code))
                 .collect();
-            json!({
+            let supported: Vec<&str> = profiles
+                .iter()
+                .filter(|(ty, _)| ty == resource_type)
+                .map(|(_, url)| url.as_str())
+                .collect();
+            let mut entry = json!({
                 "type": resource_type,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
@@ -70,7 +76,12 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 "searchInclude": std::iter::once("*".to_string()).chain(references.iter().cloned()).collect::<Vec<_>>(),
                 "searchRevInclude": references,
                 "searchParam": search_params,
-            })
+            });
+            // FHIR JSON has no empty arrays
+            if !supported.is_empty() {
+                entry["supportedProfile"] = json!(supported);
+            }
+            entry
         })
         .collect();
     json!({
@@ -82,11 +93,21 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
         "software": { "name": "pivot-fhir", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "pivot-fhir FHIR R4 server", "url": fhir_base },
         "fhirVersion": "4.0.1",
+        "implementationGuide": crate::fhir::profiles::artefacts_of("ImplementationGuide")
+            .iter()
+            .filter_map(|ig| ig["url"].as_str().map(str::to_string))
+            .collect::<Vec<_>>(),
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
+            "operation": [
+                { "name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate" },
+                { "name": "expand", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand" },
+                { "name": "validate-code", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code" },
+                { "name": "lookup", "definition": "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup" },
+            ],
             "searchParam": [
                 { "name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id" },
                 { "name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated" },
@@ -94,4 +115,18 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
             ],
         }],
     })
+}
+
+/// The program's resource profiles (not its extensions): (resource type, canonical URL).
+fn program_profiles() -> Vec<(String, String)> {
+    crate::fhir::profiles::artefacts_of("StructureDefinition")
+        .iter()
+        .filter(|sd| sd["kind"] == "resource" && sd["derivation"] == "constraint")
+        .filter_map(|sd| {
+            Some((
+                sd["type"].as_str()?.to_string(),
+                sd["url"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }

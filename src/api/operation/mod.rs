@@ -1,3 +1,6 @@
 //! FHIR operations (`$name`), one module each.
 
+pub mod params;
 pub mod reindex;
+pub mod terminology;
+pub mod validate;
