@@ -6,6 +6,8 @@ pub mod bundle;
 pub mod clock;
 pub mod conditional;
 pub mod patch;
+pub mod referrals;
 pub mod resources;
 pub mod search;
 pub mod search_parameters;
+pub mod write_effects;

@@ -13,5 +13,6 @@ mod history;
 mod migrations;
 mod patch;
 mod protocol;
+mod referrals;
 mod reindex;
 mod search;

@@ -10,6 +10,7 @@ use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
 use crate::service::access::visible;
+use crate::service::write_effects::Actor;
 
 pub async fn delete(
     req: HttpRequest,
@@ -31,7 +32,15 @@ pub async fn delete(
             if !visible(conn, &registry, &ty, &target, &grant)? {
                 return Ok(None); // outside the token's reach: as if it did not exist
             }
-            crate::service::resources::delete(conn, &registry, &ty, &target, expected_version)
+            let actor = Actor::of(&access);
+            crate::service::resources::delete(
+                conn,
+                &registry,
+                &actor,
+                &ty,
+                &target,
+                expected_version,
+            )
         })
         .await?;
     let prefer = match prefer_return(req.headers()) {
@@ -88,6 +97,7 @@ pub async fn conditional_delete(
             crate::service::conditional::delete(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &ty,
                 &criteria,
                 expected_version,

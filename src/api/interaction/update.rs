@@ -14,6 +14,7 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service;
 use crate::service::access::visible;
+use crate::service::write_effects::Actor;
 use crate::store::resources as rows;
 
 pub async fn update(
@@ -74,6 +75,7 @@ pub async fn update(
             let written = service::resources::update(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &id,
                 resource,
                 expected_version,
@@ -118,6 +120,7 @@ pub async fn conditional_update(
             let written = crate::service::conditional::update(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &criteria,
                 resource,
                 expected_version,

@@ -1,0 +1,506 @@
+//! The referral Task state machine of the Gravity SDOH IG, enforced by the server: moves by
+//! party, refusals (409 naming both statuses, 403 for the wrong party or a field the owner does
+//! not own, 422 for a missing reason or outcome), the server-kept executionPeriod, and the
+//! ServiceRequest following its Tasks, over update, PATCH and Bundles.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{TestApp, body, expect_outcome, send, token_for};
+
+backend_tests!(
+    the_owner_and_the_requester_move_a_referral_along,
+    a_rejected_referral_keeps_its_request_open,
+    the_requester_cancels_and_the_request_is_revoked,
+    illegal_moves_are_refused_everywhere
+);
+
+pub const ORG_TYPE: &str = "http://example.org/fhir/pivot/CodeSystem/pivot-organization-type";
+pub const TEMPORARY_CODES: &str =
+    "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes";
+
+/// Tokens of the two parties: the referring clinician (a PractitionerRole of the clinic) and the
+/// food bank (a CBO Organization).
+pub struct Parties {
+    pub clinician: String,
+    pub food_bank: String,
+}
+
+/// The clinic, its clinician, the food bank, another CBO and a patient.
+pub async fn set_up(app: &TestApp) -> Parties {
+    for (id, kind) in [("bank", "cbo"), ("pantry", "cbo"), ("clinic", "practice")] {
+        let response = app
+            .put(
+                &format!("Organization/{id}"),
+                &json!({"resourceType":"Organization","id":id,"name":id,
+            "type":[{"coding":[{"system":ORG_TYPE,"code":kind}]}]}),
+            )
+            .await;
+        assert!(response.status().is_success());
+    }
+    app.put("PractitionerRole/dr", &json!({"resourceType":"PractitionerRole","id":"dr","organization":{"reference":"Organization/clinic"}})).await;
+    app.put(
+        "Patient/ana",
+        &json!({"resourceType":"Patient","id":"ana","name":[{"family":"Rivera"}]}),
+    )
+    .await;
+    Parties {
+        clinician: token_for(
+            &app.data_dir,
+            "user/*.cruds",
+            None,
+            Some("PractitionerRole/dr"),
+        ),
+        food_bank: token_for(
+            &app.data_dir,
+            "user/*.cruds",
+            None,
+            Some("Organization/bank"),
+        ),
+    }
+}
+
+/// A referral (ServiceRequest + Task to `owner`) made in one transaction by `token`; returns
+/// the ids (service request, task).
+pub async fn refer(app: &TestApp, token: &str, owner: &str) -> (String, String) {
+    let bundle = json!({"resourceType":"Bundle","type":"transaction","entry":[
+        {"fullUrl":"urn:uuid:0b0e9f7c-8d5e-4d1e-9d0a-1f0e8b7c6a51","resource":{"resourceType":"ServiceRequest","status":"active","intent":"order",
+            "category":[{"coding":[{"system":TEMPORARY_CODES,"code":"food-insecurity"}]}],
+            "code":{"coding":[{"system":"http://snomed.info/sct","code":"467771000124109"}]},
+            "subject":{"reference":"Patient/ana"},"requester":{"reference":"PractitionerRole/dr"},
+            "performer":[{"reference":format!("Organization/{owner}")}],"authoredOn":"2026-11-20"},
+         "request":{"method":"POST","url":"ServiceRequest"}},
+        {"resource":{"resourceType":"Task","status":"requested","intent":"order",
+            "code":{"coding":[{"system":"http://hl7.org/fhir/CodeSystem/task-code","code":"fulfill"}]},
+            "focus":{"reference":"urn:uuid:0b0e9f7c-8d5e-4d1e-9d0a-1f0e8b7c6a51"},"for":{"reference":"Patient/ana"},
+            "authoredOn":"2026-11-20","requester":{"reference":"PractitionerRole/dr"},
+            "owner":{"reference":format!("Organization/{owner}")}},
+         "request":{"method":"POST","url":"Task"}}]});
+    let response = as_token(app, token, Method::POST, "", Some(bundle)).await;
+    assert_eq!(response.status().as_u16(), 200, "the referral transaction");
+    let answer = body(response).await;
+    let id = |n: usize| {
+        answer["entry"][n]["response"]["location"]
+            .as_str()
+            .and_then(|l| l.split('/').nth_back(2))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (id(0), id(1))
+}
+
+pub async fn as_token(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let url = if path.is_empty() {
+        app.base.clone()
+    } else {
+        format!("{}/{}", app.base, path.trim_start_matches('/'))
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("Authorization", format!("Bearer {token}"));
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string());
+    }
+    send(request).await
+}
+
+/// JSON Patch of a Task by `token`.
+pub async fn patch(app: &TestApp, token: &str, task: &str, operations: Value) -> reqwest::Response {
+    send(
+        reqwest::Client::new()
+            .patch(format!("{}/Task/{task}", app.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json-patch+json")
+            .body(operations.to_string()),
+    )
+    .await
+}
+
+/// Moves `task` to `status` by `token`, with extra JSON Patch operations.
+pub async fn move_to(
+    app: &TestApp,
+    token: &str,
+    task: &str,
+    status: &str,
+    mut extra: Vec<Value>,
+) -> reqwest::Response {
+    extra.insert(0, json!({"op":"replace","path":"/status","value":status}));
+    patch(app, token, task, Value::Array(extra)).await
+}
+
+pub fn reason(text: &str) -> Value {
+    json!({"op":"add","path":"/statusReason","value":{"text":text}})
+}
+
+pub fn business_status(code: &str) -> Value {
+    json!({"op":"add","path":"/businessStatus","value":{"coding":[{"system":"http://example.org/fhir/pivot/CodeSystem/pivot-task-business-status","code":code}]}})
+}
+
+pub fn outcome_of(procedure: &str) -> Value {
+    json!({"op":"add","path":"/output","value":[{"type":{"coding":[{"system":TEMPORARY_CODES,"code":"resulting-activity"}]},
+        "valueReference":{"reference":format!("Procedure/{procedure}")}}]})
+}
+
+/// The food bank records what it did.
+pub async fn record_procedure(app: &TestApp, parties: &Parties, request: &str) -> String {
+    let response = as_token(app, &parties.food_bank, Method::POST, "Procedure", Some(json!({"resourceType":"Procedure","status":"completed",
+        "code":{"coding":[{"system":"http://snomed.info/sct","code":"710925007"}]},"subject":{"reference":"Patient/ana"},
+        "basedOn":[{"reference":format!("ServiceRequest/{request}")}],"performedDateTime":"2026-11-24",
+        "performer":[{"actor":{"reference":"Organization/bank"}}]}))).await;
+    assert_eq!(response.status().as_u16(), 201, "the Procedure");
+    body(response).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn status_of(app: &TestApp, path: &str) -> String {
+    body(app.get(path).await).await["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn ok(response: reqwest::Response, what: &str) -> Value {
+    let status = response.status().as_u16();
+    let answer = body(response).await;
+    assert_eq!(status, 200, "{what}: {answer}");
+    answer
+}
+
+async fn the_owner_and_the_requester_move_a_referral_along(app: TestApp) {
+    let parties = set_up(&app).await;
+    let (request, task) = refer(&app, &parties.clinician, "bank").await;
+    // acknowledged: the status stays requested
+    ok(
+        patch(
+            &app,
+            &parties.food_bank,
+            &task,
+            json!([business_status("received")]),
+        )
+        .await,
+        "acknowledge",
+    )
+    .await;
+    let accepted = ok(
+        move_to(&app, &parties.food_bank, &task, "accepted", vec![]).await,
+        "accept",
+    )
+    .await;
+    assert!(
+        accepted["executionPeriod"]["start"].is_string(),
+        "{accepted}"
+    );
+    assert!(accepted["executionPeriod"].get("end").is_none());
+    assert!(accepted["lastModified"].is_string());
+    ok(
+        move_to(&app, &parties.food_bank, &task, "in-progress", vec![]).await,
+        "start",
+    )
+    .await;
+    // completion needs an outcome, and one that exists
+    expect_outcome(
+        move_to(&app, &parties.food_bank, &task, "completed", vec![]).await,
+        422,
+        "invariant",
+    )
+    .await;
+    expect_outcome(
+        move_to(
+            &app,
+            &parties.food_bank,
+            &task,
+            "completed",
+            vec![outcome_of("nothing-here")],
+        )
+        .await,
+        422,
+        "invariant",
+    )
+    .await;
+    let procedure = record_procedure(&app, &parties, &request).await;
+    let completed = ok(
+        move_to(
+            &app,
+            &parties.food_bank,
+            &task,
+            "completed",
+            vec![outcome_of(&procedure), business_status("service-delivered")],
+        )
+        .await,
+        "complete",
+    )
+    .await;
+    assert_eq!(
+        completed["executionPeriod"]["start"], accepted["executionPeriod"]["start"],
+        "the start is kept"
+    );
+    assert!(completed["executionPeriod"]["end"].is_string());
+    // the request followed in the same transaction, and the referrer sees the outcome
+    assert_eq!(
+        status_of(&app, &format!("ServiceRequest/{request}")).await,
+        "completed"
+    );
+    let seen = body(
+        as_token(
+            &app,
+            &parties.clinician,
+            Method::GET,
+            &format!("Task?_id={task}&_include=Task:output&_include=Task:focus"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    let mut types: Vec<&str> = seen["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["resource"]["resourceType"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    types.sort();
+    assert_eq!(types, vec!["Procedure", "ServiceRequest", "Task"]);
+    // every status is a version of its own
+    let history = body(app.get(&format!("Task/{task}/_history")).await).await;
+    let statuses: Vec<&str> = history["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["resource"]["status"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        statuses,
+        vec![
+            "completed",
+            "in-progress",
+            "accepted",
+            "requested",
+            "requested"
+        ]
+    );
+}
+
+async fn a_rejected_referral_keeps_its_request_open(app: TestApp) {
+    let parties = set_up(&app).await;
+    let (request, task) = refer(&app, &parties.clinician, "bank").await;
+    expect_outcome(
+        move_to(&app, &parties.food_bank, &task, "rejected", vec![]).await,
+        422,
+        "invariant",
+    )
+    .await;
+    let rejected = ok(
+        move_to(
+            &app,
+            &parties.food_bank,
+            &task,
+            "rejected",
+            vec![reason("At capacity"), business_status("no-capacity")],
+        )
+        .await,
+        "reject",
+    )
+    .await;
+    assert!(rejected["executionPeriod"]["end"].is_string());
+    assert!(rejected["executionPeriod"].get("start").is_none());
+    assert_eq!(
+        status_of(&app, &format!("ServiceRequest/{request}")).await,
+        "active"
+    );
+    // re-routed with a new Task to another CBO
+    let (_, other) = refer(&app, &parties.clinician, "pantry").await;
+    assert_eq!(status_of(&app, &format!("Task/{other}")).await, "requested");
+}
+
+async fn the_requester_cancels_and_the_request_is_revoked(app: TestApp) {
+    let parties = set_up(&app).await;
+    let (request, task) = refer(&app, &parties.clinician, "bank").await;
+    ok(
+        move_to(&app, &parties.food_bank, &task, "accepted", vec![]).await,
+        "accept",
+    )
+    .await;
+    expect_outcome(
+        move_to(&app, &parties.clinician, &task, "cancelled", vec![]).await,
+        422,
+        "invariant",
+    )
+    .await;
+    let cancelled = ok(
+        move_to(
+            &app,
+            &parties.clinician,
+            &task,
+            "cancelled",
+            vec![reason("Patient moved away")],
+        )
+        .await,
+        "cancel",
+    )
+    .await;
+    assert!(cancelled["executionPeriod"]["end"].is_string());
+    assert_eq!(
+        status_of(&app, &format!("ServiceRequest/{request}")).await,
+        "revoked"
+    );
+    // a closed referral stays closed
+    let response = move_to(&app, &parties.food_bank, &task, "in-progress", vec![]).await;
+    let outcome = expect_outcome(response, 409, "conflict").await;
+    let text = outcome.to_string();
+    assert!(
+        text.contains("'cancelled'") && text.contains("'in-progress'"),
+        "{text}"
+    );
+}
+
+async fn illegal_moves_are_refused_everywhere(app: TestApp) {
+    let parties = set_up(&app).await;
+    let (_, task) = refer(&app, &parties.clinician, "bank").await;
+    // the table has no requested -> completed: 409 naming both statuses
+    let outcome = expect_outcome(
+        move_to(&app, &parties.food_bank, &task, "completed", vec![]).await,
+        409,
+        "conflict",
+    )
+    .await;
+    let text = outcome.to_string();
+    assert!(
+        text.contains("'requested'") && text.contains("'completed'"),
+        "{text}"
+    );
+    // the requester may not accept; the owner may not change what it was asked to do
+    expect_outcome(
+        move_to(&app, &parties.clinician, &task, "accepted", vec![]).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_outcome(
+        patch(
+            &app,
+            &parties.food_bank,
+            &task,
+            json!([{"op":"replace","path":"/focus","value":{"reference":"ServiceRequest/other"}}]),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // received is an acknowledgement, never a status
+    expect_outcome(
+        move_to(&app, &parties.food_bank, &task, "received", vec![]).await,
+        422,
+        "code-invalid",
+    )
+    .await;
+    // another CBO is no party at all (and cannot even see the Task)
+    let pantry = token_for(
+        &app.data_dir,
+        "user/*.cruds",
+        None,
+        Some("Organization/pantry"),
+    );
+    assert_eq!(
+        move_to(&app, &pantry, &task, "accepted", vec![])
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    // the same rules in an update and in a transaction, which keeps nothing
+    let mut current = body(app.get(&format!("Task/{task}")).await).await;
+    current["status"] = json!("completed");
+    expect_outcome(
+        as_token(
+            &app,
+            &parties.food_bank,
+            Method::PUT,
+            &format!("Task/{task}"),
+            Some(current.clone()),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let bundle = json!({"resourceType":"Bundle","type":"transaction","entry":[
+        {"resource":{"resourceType":"Patient","id":"kept-not","name":[{"family":"X"}]},"request":{"method":"PUT","url":"Patient/kept-not"}},
+        {"resource":current,"request":{"method":"PUT","url":format!("Task/{task}")}}]});
+    let outcome = expect_outcome(
+        as_token(&app, &parties.clinician, Method::POST, "", Some(bundle)).await,
+        409,
+        "conflict",
+    )
+    .await;
+    assert!(outcome.to_string().contains("Bundle.entry[1]"), "{outcome}");
+    assert_eq!(app.get("Patient/kept-not").await.status().as_u16(), 404);
+    let patch_entry = json!({"resourceType":"Bundle","type":"batch","entry":[
+        {"resource":{"resourceType":"Parameters","parameter":[{"name":"operation","part":[
+            {"name":"type","valueCode":"replace"},{"name":"path","valueString":"Task.status"},{"name":"value","valueCode":"accepted"}]}]},
+         "request":{"method":"PATCH","url":format!("Task/{task}")}}]});
+    let answer = body(
+        as_token(
+            &app,
+            &parties.clinician,
+            Method::POST,
+            "",
+            Some(patch_entry),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        answer["entry"][0]["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("403")),
+        "{answer}"
+    );
+    assert_eq!(status_of(&app, &format!("Task/{task}")).await, "requested");
+    // a new referral starts as requested (or draft), and is the requester's to make
+    let new = json!({"resourceType":"Task","status":"accepted","intent":"order","focus":{"reference":"ServiceRequest/x"},
+        "for":{"reference":"Patient/ana"},"requester":{"reference":"PractitionerRole/dr"},"owner":{"reference":"Organization/bank"}});
+    expect_outcome(
+        as_token(
+            &app,
+            &parties.clinician,
+            Method::POST,
+            "Task",
+            Some(new.clone()),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let mut by_other = new.clone();
+    by_other["status"] = json!("requested");
+    by_other["requester"] = json!({"reference":"Organization/pantry"});
+    expect_outcome(
+        as_token(
+            &app,
+            &parties.clinician,
+            Method::POST,
+            "Task",
+            Some(by_other),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
