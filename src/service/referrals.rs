@@ -1,6 +1,6 @@
 //! The closed-loop referral workflow of the Gravity SDOH Clinical Care IG (Task for referral
 //! management, program profile `pivot-referral-task`), enforced by the server on every write of
-//! a referral Task: a Task whose `focus` is a ServiceRequest.
+//! a referral Task: a `fulfill` Task whose `focus` is a ServiceRequest.
 //!
 //! - Status moves follow the IG's table, each by its party: the owner (`Task.owner`, the CBO)
 //!   accepts, rejects, starts, holds, completes or fails; the requester (`Task.requester`)
@@ -84,9 +84,21 @@ fn allowed(from: &str, to: &str) -> Option<&'static [Party]> {
     }
 }
 
-/// Whether a Task is a referral: its focus is a ServiceRequest.
+/// Whether a Task is a referral: a `fulfill` Task (the code the IG fixes) whose focus is a
+/// ServiceRequest. Other Tasks (lab workflow, financial) keep FHIR's general rules.
 fn is_referral(task: &Map<String, Value>) -> bool {
-    reference(task, "focus").is_some_and(|r| r.starts_with("ServiceRequest/"))
+    let fulfill = task
+        .get("code")
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array)
+        .is_some_and(|codings| {
+            codings.iter().any(|c| {
+                c.get("system").and_then(Value::as_str)
+                    == Some("http://hl7.org/fhir/CodeSystem/task-code")
+                    && c.get("code").and_then(Value::as_str) == Some("fulfill")
+            })
+        });
+    fulfill && reference(task, "focus").is_some_and(|r| r.starts_with("ServiceRequest/"))
 }
 
 /// `Type/id` of the reference in `element`, from a relative or absolute reference.
@@ -399,7 +411,9 @@ fn keep_server_elements(
     } else {
         task.insert("executionPeriod".into(), Value::Object(period));
     }
-    task.insert("lastModified".into(), json!(now));
+    if before.is_some() || *actor != Actor::Administrator || !task.contains_key("lastModified") {
+        task.insert("lastModified".into(), json!(now));
+    }
 }
 
 /// A referral Task may be deleted only by its requester (the owner closes it instead).

@@ -473,6 +473,7 @@ async fn illegal_moves_are_refused_everywhere(app: TestApp) {
     assert_eq!(status_of(&app, &format!("Task/{task}")).await, "requested");
     // a new referral starts as requested (or draft), and is the requester's to make
     let new = json!({"resourceType":"Task","status":"accepted","intent":"order","focus":{"reference":"ServiceRequest/x"},
+        "code":{"coding":[{"system":"http://hl7.org/fhir/CodeSystem/task-code","code":"fulfill"}]},
         "for":{"reference":"Patient/ana"},"requester":{"reference":"PractitionerRole/dr"},"owner":{"reference":"Organization/bank"}});
     expect_outcome(
         as_token(
