@@ -19,6 +19,7 @@ pub struct Application {
     server: Server,
     store: Store,
     registry: Arc<RegistryHandle>,
+    delivery: crate::service::notifications::Delivery,
 }
 
 impl Application {
@@ -63,11 +64,23 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
+        let delivery = crate::service::notifications::Delivery {
+            settings: settings.subscriptions.clone(),
+            fhir_base: format!(
+                "{}/fhir",
+                settings
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}:{port}", address.ip()))
+                    .trim_end_matches('/')
+            ),
+        };
         Ok(Application {
             port,
             server: server.run(),
             store,
             registry,
+            delivery,
         })
     }
 
@@ -87,8 +100,14 @@ impl Application {
             self.store.clone(),
             self.registry.clone(),
         ));
+        let notifications = tokio::spawn(crate::service::notifications::run(
+            self.store.clone(),
+            self.registry.clone(),
+            self.delivery,
+        ));
         let result = self.server.await;
         background.abort();
+        notifications.abort();
         result
     }
 }

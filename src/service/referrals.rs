@@ -86,7 +86,7 @@ fn allowed(from: &str, to: &str) -> Option<&'static [Party]> {
 
 /// Whether a Task is a referral: a `fulfill` Task (the code the IG fixes) whose focus is a
 /// ServiceRequest. Other Tasks (lab workflow, financial) keep FHIR's general rules.
-fn is_referral(task: &Map<String, Value>) -> bool {
+pub fn is_referral(task: &Map<String, Value>) -> bool {
     let fulfill = task
         .get("code")
         .and_then(|c| c.get("coding"))
@@ -143,7 +143,9 @@ fn parties(
     task: &Map<String, Value>,
 ) -> Result<Vec<Party>, FhirError> {
     let user = match actor {
-        Actor::Administrator => return Ok(vec![Party::Requester, Party::Owner]),
+        Actor::Server | Actor::Administrator => {
+            return Ok(vec![Party::Requester, Party::Owner]);
+        }
         Actor::Unidentified => return Ok(Vec::new()),
         Actor::User(user) => match relative(user) {
             Some(user) => user,
@@ -217,7 +219,7 @@ fn check_create(
     task: &Map<String, Value>,
     to: &str,
 ) -> Result<(), FhirError> {
-    if *actor == Actor::Administrator {
+    if actor.is_administrator() {
         // Loading referrals from another system may bring any status.
         return Ok(());
     }
@@ -391,7 +393,7 @@ fn keep_server_elements(
     let mut period = match before {
         Some(before) => before.get("executionPeriod").cloned(),
         // an administrator loading referrals keeps their history
-        None if *actor == Actor::Administrator => task.get("executionPeriod").cloned(),
+        None if actor.is_administrator() => task.get("executionPeriod").cloned(),
         None => None,
     }
     .and_then(|p| p.as_object().cloned())
@@ -411,7 +413,7 @@ fn keep_server_elements(
     } else {
         task.insert("executionPeriod".into(), Value::Object(period));
     }
-    if before.is_some() || *actor != Actor::Administrator || !task.contains_key("lastModified") {
+    if before.is_some() || !actor.is_administrator() || !task.contains_key("lastModified") {
         task.insert("lastModified".into(), json!(now));
     }
 }
@@ -493,7 +495,7 @@ pub fn after_store(
     resources::update(
         conn,
         registry,
-        &Actor::Administrator,
+        &Actor::Server,
         id,
         request,
         Some(current.version_id),

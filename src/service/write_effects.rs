@@ -10,8 +10,8 @@
 
 use serde_json::{Map, Value};
 
-use super::referrals;
 use super::resources::Written;
+use super::{referrals, subscriptions};
 use crate::auth::Access;
 use crate::auth::scopes::Context;
 use crate::error::FhirError;
@@ -23,7 +23,10 @@ use crate::store::index::IndexBatch;
 /// Who makes a write, as far as the program's workflow rules are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    /// The server's own follow-up writes, `--auth none`, and a backend service token without a
+    /// The server's own writes (a ServiceRequest following its Task, a Subscription activated
+    /// or failed): an administrator whose changes are taken as they are.
+    Server,
+    /// `--auth none`, and a backend service token without a
     /// `fhirUser` (only `system/` scopes): acts for whichever party a workflow step needs, but
     /// still only along the moves the workflow allows.
     Administrator,
@@ -35,6 +38,11 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// Whether the actor may act for any party of a workflow.
+    pub fn is_administrator(&self) -> bool {
+        matches!(self, Actor::Server | Actor::Administrator)
+    }
+
     pub fn of(access: &Access) -> Actor {
         if access.unrestricted {
             return Actor::Administrator;
@@ -56,7 +64,7 @@ impl Actor {
 #[allow(clippy::too_many_arguments)]
 pub fn before_store(
     conn: &mut AnyConnection,
-    _registry: &Registry,
+    registry: &Registry,
     actor: &Actor,
     resource_type: &str,
     id: &str,
@@ -66,6 +74,7 @@ pub fn before_store(
 ) -> Result<(), FhirError> {
     match resource_type {
         "Task" => referrals::before_store(conn, actor, id, before, after, at),
+        "Subscription" => subscriptions::before_store(registry, actor, before, after),
         _ => Ok(()),
     }
 }
@@ -93,8 +102,12 @@ pub fn after_store(
     before: Option<&str>,
     batch: Option<&mut IndexBatch>,
 ) -> Result<(), FhirError> {
+    let mut batch = batch;
     if written.resource_type == "Task" {
-        referrals::after_store(conn, registry, actor, written, before, batch)?;
+        referrals::after_store(conn, registry, actor, written, before, batch.as_deref_mut())?;
     }
-    Ok(())
+    if written.resource_type == "Subscription" {
+        subscriptions::register(conn, registry, written)?;
+    }
+    subscriptions::enqueue(conn, registry, written, before, batch)
 }

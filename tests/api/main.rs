@@ -16,3 +16,4 @@ mod protocol;
 mod referrals;
 mod reindex;
 mod search;
+mod subscriptions;
