@@ -64,7 +64,17 @@ pub async fn set_up(app: &TestApp) -> Parties {
 /// A referral (ServiceRequest + Task to `owner`) made in one transaction by `token`; returns
 /// the ids (service request, task).
 pub async fn refer(app: &TestApp, token: &str, owner: &str) -> (String, String) {
-    let bundle = json!({"resourceType":"Bundle","type":"transaction","entry":[
+    refer_for(app, token, owner, None).await
+}
+
+/// `refer`, for the reason of a Condition.
+pub async fn refer_for(
+    app: &TestApp,
+    token: &str,
+    owner: &str,
+    condition: Option<&str>,
+) -> (String, String) {
+    let mut bundle = json!({"resourceType":"Bundle","type":"transaction","entry":[
         {"fullUrl":"urn:uuid:0b0e9f7c-8d5e-4d1e-9d0a-1f0e8b7c6a51","resource":{"resourceType":"ServiceRequest","status":"active","intent":"order",
             "category":[{"coding":[{"system":TEMPORARY_CODES,"code":"food-insecurity"}]}],
             "code":{"coding":[{"system":"http://snomed.info/sct","code":"467771000124109"}]},
@@ -77,6 +87,10 @@ pub async fn refer(app: &TestApp, token: &str, owner: &str) -> (String, String) 
             "authoredOn":"2026-11-20","requester":{"reference":"PractitionerRole/dr"},
             "owner":{"reference":format!("Organization/{owner}")}},
          "request":{"method":"POST","url":"Task"}}]});
+    if let Some(condition) = condition {
+        bundle["entry"][0]["resource"]["reasonReference"] =
+            json!([{"reference":format!("Condition/{condition}")}]);
+    }
     let response = as_token(app, token, Method::POST, "", Some(bundle)).await;
     assert_eq!(response.status().as_u16(), 200, "the referral transaction");
     let answer = body(response).await;
@@ -504,4 +518,310 @@ async fn illegal_moves_are_refused_everywhere(app: TestApp) {
         "forbidden",
     )
     .await;
+}
+
+mod closed_loop {
+    //! The whole loop over HTTP, with real receivers on loopback standing in for the CBO's and
+    //! the EHR's systems, subscribed to the referral-status topic (R4 backport).
+
+    use std::time::Duration;
+
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    use super::{
+        as_token, business_status, move_to, ok, outcome_of, patch, reason, record_procedure,
+        refer_for, set_up,
+    };
+    use crate::helpers::{Backend, body};
+    use crate::subscriptions::{Receiver, spawn, subscribe};
+
+    const TOPIC: &str = "http://example.org/fhir/pivot/SubscriptionTopic/referral-status";
+    const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        the_loop_closes(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::helpers::postgres_url().is_none() {
+            eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
+            return;
+        }
+        the_loop_closes(Backend::Postgres).await;
+    }
+
+    fn topic_subscription(filter: &str, endpoint: &str, content: &str) -> Value {
+        json!({"resourceType":"Subscription","meta":{"profile":[format!("{BACKPORT}/backport-subscription")]},
+            "status":"requested","reason":"Referral updates","criteria":TOPIC,
+            "_criteria":{"extension":[{"url":format!("{BACKPORT}/backport-filter-criteria"),"valueString":filter}]},
+            "channel":{"type":"rest-hook","endpoint":endpoint,"payload":"application/fhir+json",
+                "_payload":{"extension":[{"url":format!("{BACKPORT}/backport-payload-content"),"valueCode":content}]},
+                "header":["Authorization: Bearer receiver-secret"]}})
+    }
+
+    /// The notification Bundles a receiver got, in order.
+    fn notifications(receiver: &Receiver) -> Vec<Value> {
+        receiver
+            .received()
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap_or_default())
+            .collect()
+    }
+
+    fn parameter<'v>(status: &'v Value, name: &str) -> &'v Value {
+        status["parameter"]
+            .as_array()
+            .and_then(|p| p.iter().find(|x| x["name"] == name))
+            .unwrap_or(&Value::Null)
+    }
+
+    /// Event number, focus reference and (full-resource) focus status of a notification.
+    fn event(notification: &Value) -> (String, String, String) {
+        assert_eq!(notification["resourceType"], "Bundle");
+        assert_eq!(notification["type"], "history");
+        let status = &notification["entry"][0]["resource"];
+        assert_eq!(status["resourceType"], "Parameters");
+        assert_eq!(parameter(status, "topic")["valueCanonical"], TOPIC);
+        assert_eq!(parameter(status, "type")["valueCode"], "event-notification");
+        let since = parameter(status, "events-since-subscription-start")["valueString"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let parts = &parameter(status, "notification-event")["part"];
+        let number = parts
+            .as_array()
+            .and_then(|p| p.iter().find(|x| x["name"] == "event-number"))
+            .and_then(|x| x["valueString"].as_str())
+            .unwrap_or_default();
+        assert_eq!(number, since, "one event per notification");
+        let focus = notification["entry"][1]["fullUrl"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let focus_status = notification["entry"][1]["resource"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (since, focus, focus_status)
+    }
+
+    async fn wait(receiver: &Receiver, count: usize) -> Vec<Value> {
+        let got = receiver.wait_for(count).await.len();
+        assert!(got >= count, "expected {count} notifications, got {got}");
+        notifications(receiver)
+    }
+
+    async fn the_loop_closes(backend: Backend) {
+        let Some(app) = spawn(backend, |_| {}).await else {
+            return;
+        };
+        let parties = set_up(&app).await;
+        let (cbo_system, ehr_system) = (Receiver::start(0), Receiver::start(0));
+        // the program's administrator registers both systems' subscriptions
+        let (_, cbo_subscription) = subscribe(
+            &app,
+            topic_subscription(
+                "Task?owner=Organization/bank",
+                &cbo_system.url("/cbo"),
+                "id-only",
+            ),
+        )
+        .await;
+        assert_eq!(cbo_subscription["status"], "active", "{cbo_subscription}");
+        let (_, ehr_subscription) = subscribe(
+            &app,
+            topic_subscription(
+                "Task?requester=PractitionerRole/dr",
+                &ehr_system.url("/ehr"),
+                "full-resource",
+            ),
+        )
+        .await;
+        assert_eq!(ehr_subscription["status"], "active");
+
+        // screening, then the problem it shows
+        let screening = ok_created(as_token(&app, &parties.clinician, Method::POST, "Observation", Some(json!({"resourceType":"Observation","status":"final",
+            "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"survey"}]}],
+            "code":{"coding":[{"system":"http://loinc.org","code":"88122-7"}]},"subject":{"reference":"Patient/ana"},
+            "effectiveDateTime":"2026-11-20","valueCodeableConcept":{"coding":[{"system":"http://loinc.org","code":"LA28397-0"}]}}))).await).await;
+        let condition = ok_created(as_token(&app, &parties.clinician, Method::POST, "Condition", Some(json!({"resourceType":"Condition",
+            "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-category","code":"health-concern"}]}],
+            "code":{"coding":[{"system":"http://snomed.info/sct","code":"733423003"}]},"subject":{"reference":"Patient/ana"},
+            "evidence":[{"detail":[{"reference":format!("Observation/{screening}")}]}]}))).await).await;
+        // the referral, in one transaction
+        let (request, task) = refer_for(&app, &parties.clinician, "bank", Some(&condition)).await;
+        let focus = format!("/Task/{task}");
+
+        // the CBO is told, and reads what it was sent
+        let cbo = wait(&cbo_system, 1).await;
+        let (number, told, _) = event(&cbo[0]);
+        assert_eq!(number, "1");
+        assert!(told.ends_with(&focus), "{told}");
+        assert!(cbo[0]["entry"][1].get("resource").is_none(), "id-only");
+        assert_eq!(
+            cbo_system.received()[0].authorization,
+            "Bearer receiver-secret"
+        );
+        let inbox = body(
+            as_token(
+                &app,
+                &parties.food_bank,
+                Method::GET,
+                &format!("Task?_id={task}&_include=Task:focus"),
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(inbox["entry"].as_array().map(Vec::len), Some(2), "{inbox}");
+        let worklist = body(
+            as_token(
+                &app,
+                &parties.food_bank,
+                Method::GET,
+                "Task?owner=Organization/bank&status=requested",
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(worklist["total"], 1, "{worklist}");
+
+        // acknowledged, accepted, in progress, completed with what was done
+        ok(
+            patch(
+                &app,
+                &parties.food_bank,
+                &task,
+                json!([business_status("received")]),
+            )
+            .await,
+            "acknowledge",
+        )
+        .await;
+        ok(
+            move_to(&app, &parties.food_bank, &task, "accepted", vec![]).await,
+            "accept",
+        )
+        .await;
+        let worklist = body(
+            as_token(
+                &app,
+                &parties.food_bank,
+                Method::GET,
+                "Task?owner=Organization/bank&status=requested",
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(worklist["total"], 0, "no longer in the inbox");
+        ok(
+            move_to(&app, &parties.food_bank, &task, "in-progress", vec![]).await,
+            "start",
+        )
+        .await;
+        let procedure = record_procedure(&app, &parties, &request).await;
+        ok(
+            move_to(
+                &app,
+                &parties.food_bank,
+                &task,
+                "completed",
+                vec![outcome_of(&procedure), business_status("service-delivered")],
+            )
+            .await,
+            "complete",
+        )
+        .await;
+
+        // the referrer was told of every change, in order, and sees the outcome
+        let ehr = wait(&ehr_system, 5).await;
+        let events: Vec<(String, String, String)> = ehr.iter().map(event).collect();
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.0.as_str(), e.2.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("1", "requested"),
+                ("2", "requested"),
+                ("3", "accepted"),
+                ("4", "in-progress"),
+                ("5", "completed")
+            ]
+        );
+        assert!(events.iter().all(|e| e.1.ends_with(&focus)));
+        let last = &ehr[4]["entry"][1]["resource"];
+        assert_eq!(
+            last["output"][0]["valueReference"]["reference"],
+            format!("Procedure/{procedure}")
+        );
+        let outcome = body(
+            as_token(
+                &app,
+                &parties.clinician,
+                Method::GET,
+                &format!("Task?_id={task}&_include=Task:output"),
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert!(
+            outcome
+                .to_string()
+                .contains(&format!("\"id\":\"{procedure}\"")),
+            "{outcome}"
+        );
+        assert_eq!(
+            body(app.get(&format!("ServiceRequest/{request}")).await).await["status"],
+            "completed"
+        );
+        assert_eq!(wait(&cbo_system, 5).await.len(), 5);
+
+        // a second referral the referrer cancels: the CBO hears of both
+        let (second_request, second) = refer_for(&app, &parties.clinician, "bank", None).await;
+        ok(
+            move_to(
+                &app,
+                &parties.clinician,
+                &second,
+                "cancelled",
+                vec![reason("Resolved elsewhere")],
+            )
+            .await,
+            "cancel",
+        )
+        .await;
+        let cbo = wait(&cbo_system, 7).await;
+        assert_eq!(event(&cbo[5]).0, "6");
+        assert_eq!(event(&cbo[6]).0, "7");
+        assert!(event(&cbo[6]).1.ends_with(&format!("/Task/{second}")));
+        assert_eq!(
+            body(app.get(&format!("ServiceRequest/{second_request}")).await).await["status"],
+            "revoked"
+        );
+
+        // a referral to another CBO tells the referrer, not this CBO
+        refer_for(&app, &parties.clinician, "pantry", None).await;
+        assert_eq!(wait(&ehr_system, 8).await.len(), 8);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            cbo_system.received().len(),
+            7,
+            "nothing about another CBO's referral"
+        );
+        assert_eq!(ehr_system.received().len(), 8, "nothing twice");
+    }
+
+    async fn ok_created(response: reqwest::Response) -> String {
+        let status = response.status().as_u16();
+        let created = body(response).await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap_or_default().to_string()
+    }
 }
