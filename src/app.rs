@@ -56,6 +56,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
+            referral_overdue_days: settings.referrals.referral_overdue_days,
         });
         let mut server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes))

@@ -25,6 +25,8 @@ pub struct AppState {
     pub max_bundle_entries: usize,
     /// When the server started, as a FHIR instant (CapabilityStatement.date).
     pub started_at: String,
+    /// Days after which an open referral is overdue (named query `overdue-referrals`).
+    pub referral_overdue_days: u32,
 }
 
 impl AppState {

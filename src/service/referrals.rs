@@ -525,6 +525,42 @@ fn other_open_tasks(
     Ok(search(conn, &spec)?.iter().any(|found| found.id != task_id))
 }
 
+/// The named query `_query=overdue-referrals` on Task: referral Tasks still open
+/// (requested, accepted, in-progress, on-hold) authored more than `overdue_days` days before
+/// `now`. It combines with other parameters, e.g. `patient.region=3` for a region's worklist.
+pub fn named_query(
+    resource_type: Option<&str>,
+    params: Vec<(String, String)>,
+    overdue_days: u32,
+    now: Micros,
+) -> Result<Vec<(String, String)>, FhirError> {
+    let Some(position) = params.iter().position(|(name, _)| name == "_query") else {
+        return Ok(params);
+    };
+    let mut params = params;
+    let (_, name) = params.remove(position);
+    if name != "overdue-referrals" || resource_type != Some("Task") {
+        return Err(FhirError::invalid(
+            Issue::error(
+                "not-supported",
+                format!("Unknown named query '{name}'; Task supports _query=overdue-referrals"),
+            )
+            .at("_query"),
+        ));
+    }
+    let cutoff = now - i64::from(overdue_days) * 86_400 * 1_000_000;
+    let cutoff = format_instant(cutoff);
+    // seconds are precise enough, and keep the value a valid dateTime in links
+    let cutoff = format!("{}Z", cutoff.split('.').next().unwrap_or_default());
+    params.push((
+        "code".into(),
+        "http://hl7.org/fhir/CodeSystem/task-code|fulfill".into(),
+    ));
+    params.push(("status".into(), OPEN[1..].join(",")));
+    params.push(("authored-on".into(), format!("lt{cutoff}")));
+    Ok(params)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

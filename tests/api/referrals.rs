@@ -13,7 +13,8 @@ backend_tests!(
     the_owner_and_the_requester_move_a_referral_along,
     a_rejected_referral_keeps_its_request_open,
     the_requester_cancels_and_the_request_is_revoked,
-    illegal_moves_are_refused_everywhere
+    illegal_moves_are_refused_everywhere,
+    worklists_find_inboxes_open_loops_and_overdue_referrals
 );
 
 pub const ORG_TYPE: &str = "http://example.org/fhir/pivot/CodeSystem/pivot-organization-type";
@@ -516,6 +517,90 @@ async fn illegal_moves_are_refused_everywhere(app: TestApp) {
         .await,
         403,
         "forbidden",
+    )
+    .await;
+}
+
+async fn worklists_find_inboxes_open_loops_and_overdue_referrals(app: TestApp) {
+    const REGION: &str = "http://example.org/fhir/pivot/StructureDefinition/pivot-region";
+    let region_system = "http://example.org/fhir/pivot/CodeSystem/pivot-region";
+    for (patient, region) in [("in-3", "3"), ("in-5", "5")] {
+        app.put(&format!("Patient/{patient}"), &json!({"resourceType":"Patient","id":patient,
+            "extension":[{"url":REGION,"valueCodeableConcept":{"coding":[{"system":region_system,"code":region}]}}]})).await;
+    }
+    let long_ago = "2026-01-05T10:00:00Z";
+    let recently = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    // (id, patient, owner, status, authored)
+    let tasks = [
+        ("old-open", "in-3", "bank", "requested", long_ago),
+        ("old-working", "in-3", "pantry", "in-progress", long_ago),
+        ("old-closed", "in-3", "bank", "completed", long_ago),
+        ("new-open", "in-3", "bank", "requested", recently.as_str()),
+        ("old-elsewhere", "in-5", "bank", "accepted", long_ago),
+    ];
+    for (id, patient, owner, status, authored) in tasks {
+        let mut task = json!({"resourceType":"Task","id":id,"status":status,"intent":"order",
+            "code":{"coding":[{"system":"http://hl7.org/fhir/CodeSystem/task-code","code":"fulfill"}]},
+            "focus":{"reference":"ServiceRequest/sr"},"for":{"reference":format!("Patient/{patient}")},
+            "authoredOn":authored,"requester":{"reference":"PractitionerRole/dr"},
+            "owner":{"reference":format!("Organization/{owner}")}});
+        if status == "completed" {
+            task["output"] = json!([{"type":{"coding":[{"system":TEMPORARY_CODES,"code":"resulting-activity"}]},
+                "valueCodeableConcept":{"text":"Food delivered"}}]);
+        }
+        let response = app.put(&format!("Task/{id}"), &task).await;
+        assert_eq!(response.status().as_u16(), 201, "{}", body(response).await);
+    }
+    let ids = |bundle: Value| {
+        let mut ids: Vec<String> = bundle["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|x| x["resource"]["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(body(
+            app.get("Task?owner=Organization/bank&status=requested")
+                .await
+        )
+        .await),
+        vec!["new-open", "old-open"]
+    );
+    assert_eq!(
+        ids(body(
+            app.get("Task?requester=PractitionerRole/dr&status:not=completed")
+                .await
+        )
+        .await),
+        vec!["new-open", "old-elsewhere", "old-open", "old-working"]
+    );
+    assert_eq!(
+        ids(body(
+            app.get("Task?_query=overdue-referrals&patient.region=3")
+                .await
+        )
+        .await),
+        vec!["old-open", "old-working"]
+    );
+    assert_eq!(
+        ids(body(app.get("Task?_query=overdue-referrals").await).await),
+        vec!["old-elsewhere", "old-open", "old-working"]
+    );
+    expect_outcome(
+        app.get("Task?_query=everything").await,
+        400,
+        "not-supported",
+    )
+    .await;
+    expect_outcome(
+        app.get("Patient?_query=overdue-referrals").await,
+        400,
+        "not-supported",
     )
     .await;
 }
