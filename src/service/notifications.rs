@@ -70,6 +70,9 @@ impl Delivery {
 
 /// Runs until the process ends.
 pub async fn run(store: Store, registry: Arc<RegistryHandle>, delivery: Delivery) {
+    // https endpoints: rustls with the aws-lc-rs provider (already there for tokens); an error
+    // only means another part of the process installed it first.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = match reqwest::Client::builder()
         .timeout(TIMEOUT)
         // a redirect could lead anywhere, past the allow-list

@@ -254,7 +254,8 @@ fn check_channel(subscription: &Map<String, Value>) -> Result<(), FhirError> {
     Ok(())
 }
 
-/// Checks a Subscription a client writes. A client asks for `requested` (or `off`); the server
+/// Checks a Subscription a client writes: only an administrator may. A client asks for
+/// `requested` (or `off`); the server
 /// activates it in the background once the endpoint is allowed. A client that writes back an
 /// active (or errored) Subscription unchanged keeps its status; any other change asks again.
 pub fn before_store(
@@ -265,6 +266,12 @@ pub fn before_store(
 ) -> Result<(), FhirError> {
     if *actor == Actor::Server {
         return Ok(());
+    }
+    if !actor.is_administrator() {
+        // A notification carries data past the per-user policy checks of reads and searches.
+        return Err(FhirError::Forbidden(
+            "Subscriptions are registered by the program's administrators (a backend service token without fhirUser)".into(),
+        ));
     }
     check_channel(after)?;
     watching(registry, after)?;

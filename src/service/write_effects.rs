@@ -88,6 +88,9 @@ pub fn before_delete(
 ) -> Result<(), FhirError> {
     match resource_type {
         "Task" => referrals::before_delete(conn, actor, before),
+        "Subscription" if !actor.is_administrator() => Err(FhirError::Forbidden(
+            "Subscriptions are ended by the program's administrators".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -320,6 +320,23 @@ async fn subscriptions_are_checked_and_endpoints_allow_listed(backend: Backend) 
     )
     .await;
     assert_eq!(listed["status"], "active");
+    // only administrators register subscriptions: a notification is not checked against a
+    // user's reach
+    let clinician = crate::helpers::token_for(
+        &app.data_dir,
+        "user/*.cruds",
+        None,
+        Some("PractitionerRole/dr"),
+    );
+    let response = crate::helpers::send(
+        reqwest::Client::new()
+            .post(format!("{}/Subscription", app.base))
+            .bearer_auth(clinician)
+            .header("Content-Type", "application/fhir+json")
+            .body(rest_hook("Patient?", "http://127.0.0.1:9/x", None).to_string()),
+    )
+    .await;
+    expect_outcome(response, 403, "forbidden").await;
     // a client cannot activate a Subscription itself
     let mut forced = rest_hook("Task?status=requested", "http://10.1.2.3/hook", None);
     forced["status"] = json!("active");
