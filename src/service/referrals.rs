@@ -525,9 +525,11 @@ fn other_open_tasks(
     Ok(search(conn, &spec)?.iter().any(|found| found.id != task_id))
 }
 
-/// The named query `_query=overdue-referrals` on Task: referral Tasks still open
-/// (requested, accepted, in-progress, on-hold) authored more than `overdue_days` days before
-/// `now`. It combines with other parameters, e.g. `patient.region=3` for a region's worklist.
+/// The named query `_query=overdue-referrals` on Task: Tasks still open (requested, accepted,
+/// in-progress, on-hold) authored more than `overdue_days` days before `now`. It combines with
+/// other parameters, e.g. `patient.region=3` for a region's worklist. It does not add
+/// `code=fulfill`: nearly every Task of the program is a referral, and that condition would
+/// drive the query through all of them.
 pub fn named_query(
     resource_type: Option<&str>,
     params: Vec<(String, String)>,
@@ -552,10 +554,6 @@ pub fn named_query(
     let cutoff = format_instant(cutoff);
     // seconds are precise enough, and keep the value a valid dateTime in links
     let cutoff = format!("{}Z", cutoff.split('.').next().unwrap_or_default());
-    params.push((
-        "code".into(),
-        "http://hl7.org/fhir/CodeSystem/task-code|fulfill".into(),
-    ));
     params.push(("status".into(), OPEN[1..].join(",")));
     params.push(("authored-on".into(), format!("lt{cutoff}")));
     Ok(params)
