@@ -1,5 +1,6 @@
 //! The background side of Subscriptions, on every node: activates requested Subscriptions whose
-//! endpoint the administrator allows, and sends the notifications of the outbox.
+//! endpoint the administrator allows (a topic-based one once its endpoint accepts the handshake),
+//! and sends the notifications of the outbox.
 //!
 //! Each event is claimed with a lease before it is sent (`store::subscriptions::claim`), so two
 //! nodes never send the same one; a node that dies while sending leaves it to be taken again when
@@ -88,7 +89,7 @@ pub async fn run(store: Store, registry: Arc<RegistryHandle>, delivery: Delivery
     };
     let poll = Duration::from_millis(delivery.settings.subscription_poll_ms.max(10));
     loop {
-        if let Err(err) = activate(&store, &registry, &delivery).await {
+        if let Err(err) = activate(&store, &registry, &delivery, &client).await {
             tracing::warn!(error = %err, "subscription activation failed");
         }
         match deliver(&store, &registry, &delivery, &client).await {
@@ -100,49 +101,80 @@ pub async fn run(store: Store, registry: Arc<RegistryHandle>, delivery: Delivery
     }
 }
 
-/// Moves requested Subscriptions to `active`, or to `error` when their endpoint is not allowed.
+/// Moves requested Subscriptions to `active`, or to `error` when their endpoint is not allowed
+/// or, for a topic-based one, does not accept the handshake.
 async fn activate(
     store: &Store,
     registry: &Arc<RegistryHandle>,
     delivery: &Delivery,
+    client: &reqwest::Client,
 ) -> Result<(), FhirError> {
     let requested = store
         .read(|conn| Ok::<_, FhirError>(outbox::requested(conn)?))
         .await?;
     for id in requested {
+        let key = id.clone();
+        let current = store
+            .read(move |conn| Ok::<_, FhirError>(rows::current(conn, "Subscription", &key)?))
+            .await?;
+        let Some(current) = current else { continue };
+        let Some(Value::Object(mut subscription)) = current
+            .content
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+        else {
+            continue;
+        };
+        if subscription.get("status").and_then(Value::as_str) != Some("requested") {
+            continue;
+        }
+        let channel = subscription.get("channel").cloned().unwrap_or_default();
+        let endpoint = channel
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let topic = subscription
+            .get("criteria")
+            .and_then(Value::as_str)
+            .and_then(topic);
+        // The handshake is sent before the transaction that records the outcome: nothing is
+        // held open while the endpoint answers.
+        let verdict = match (delivery.refusal(&endpoint), topic) {
+            (Some(reason), _) => Err(reason),
+            (None, Some(topic)) => {
+                let bundle = handshake_bundle(&delivery.fhir_base, &id, topic.url);
+                let mut request = client
+                    .post(&endpoint)
+                    .header("Content-Type", "application/fhir+json")
+                    .body(bundle.to_string());
+                for (name, value) in channel_headers(&channel) {
+                    request = request.header(name, value);
+                }
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!(
+                        "the endpoint answered the handshake with {}",
+                        response.status().as_u16()
+                    )),
+                    Err(_) => Err("the endpoint could not be reached for the handshake".into()),
+                }
+            }
+            (None, None) => Ok(()),
+        };
+        match verdict {
+            Ok(()) => {
+                subscription.insert("status".into(), json!("active"));
+                subscription.shift_remove("error");
+            }
+            Err(reason) => {
+                subscription.insert("status".into(), json!("error"));
+                subscription.insert("error".into(), json!(reason));
+            }
+        }
         let registry = registry.current();
-        let delivery = delivery.clone();
         let result = store
             .write(move |conn| {
-                let Some(current) = rows::current(conn, "Subscription", &id)? else {
-                    return Ok(());
-                };
-                let Some(Value::Object(mut subscription)) = current
-                    .content
-                    .as_deref()
-                    .and_then(|c| serde_json::from_str(c).ok())
-                else {
-                    return Ok(());
-                };
-                if subscription.get("status").and_then(Value::as_str) != Some("requested") {
-                    return Ok(());
-                }
-                let endpoint = subscription
-                    .get("channel")
-                    .and_then(|c| c.get("endpoint"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                match delivery.refusal(&endpoint) {
-                    None => {
-                        subscription.insert("status".into(), json!("active"));
-                        subscription.shift_remove("error");
-                    }
-                    Some(reason) => {
-                        subscription.insert("status".into(), json!("error"));
-                        subscription.insert("error".into(), json!(reason));
-                    }
-                }
                 super::resources::update(
                     conn,
                     &registry,
@@ -151,17 +183,58 @@ async fn activate(
                     subscription,
                     Some(current.version_id),
                     "PUT",
-                )?;
-                Ok::<_, FhirError>(())
+                )
             })
             .await;
         match result {
-            // another node activated it first
-            Ok(()) | Err(FhirError::PreconditionFailed(_)) => {}
+            // changed meanwhile (by its client, or another node activated it first)
+            Ok(_) | Err(FhirError::PreconditionFailed(_)) => {}
             Err(err) => return Err(err),
         }
     }
     Ok(())
+}
+
+/// `Name: value` lines of `channel.header`.
+fn channel_headers(channel: &Value) -> Vec<(String, String)> {
+    channel
+        .get("header")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|h| h.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+/// The handshake of a topic-based Subscription: a notification Bundle without events.
+fn handshake_bundle(base: &str, subscription: &str, topic: &str) -> Value {
+    let status = json!({
+        "resourceType": "Parameters",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"profile": [format!("{BACKPORT}/backport-subscription-status-r4")]},
+        "parameter": [
+            {"name":"subscription","valueReference":{"reference":format!("{base}/Subscription/{subscription}")}},
+            {"name":"topic","valueCanonical":topic},
+            {"name":"status","valueCode":"requested"},
+            {"name":"type","valueCode":"handshake"},
+            {"name":"events-since-subscription-start","valueString":"0"}
+        ]
+    });
+    json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"profile": [format!("{BACKPORT}/backport-subscription-notification-r4")]},
+        "type": "history",
+        "timestamp": format_instant(now_micros()),
+        "entry": [{
+            "fullUrl": format!("urn:uuid:{}", status["id"].as_str().unwrap_or_default()),
+            "resource": status,
+            "request": {"method":"GET","url":format!("{base}/Subscription/{subscription}/$status")},
+            "response": {"status":"200"}
+        }]
+    })
 }
 
 /// Sends the due notifications; returns how many were attempted.
@@ -264,15 +337,7 @@ fn build(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let headers = channel
-        .get("header")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter_map(|h| h.split_once(':'))
-        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
-        .collect();
+    let headers = channel_headers(&channel);
     let payload = channel
         .get("payload")
         .and_then(Value::as_str)

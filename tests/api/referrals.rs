@@ -647,12 +647,31 @@ mod closed_loop {
                 "header":["Authorization: Bearer receiver-secret"]}})
     }
 
-    /// The notification Bundles a receiver got, in order.
-    fn notifications(receiver: &Receiver) -> Vec<Value> {
+    /// The Bundles a receiver got, in order.
+    fn bundles(receiver: &Receiver) -> Vec<Value> {
         receiver
             .received()
             .iter()
             .map(|r| serde_json::from_str(&r.body).unwrap_or_default())
+            .collect()
+    }
+
+    fn kind(bundle: &Value) -> String {
+        parameter(&bundle["entry"][0]["resource"], "type")["valueCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The event notifications a receiver got, in order (after the handshake).
+    fn notifications(receiver: &Receiver) -> Vec<Value> {
+        let all = bundles(receiver);
+        assert!(
+            all.first().is_none_or(|b| kind(b) == "handshake"),
+            "handshake first"
+        );
+        all.into_iter()
+            .filter(|b| kind(b) == "event-notification")
             .collect()
     }
 
@@ -694,8 +713,9 @@ mod closed_loop {
     }
 
     async fn wait(receiver: &Receiver, count: usize) -> Vec<Value> {
-        let got = receiver.wait_for(count).await.len();
-        assert!(got >= count, "expected {count} notifications, got {got}");
+        // and the handshake
+        let got = receiver.wait_for(count + 1).await.len();
+        assert!(got > count, "expected {count} notifications, got {got}");
         notifications(receiver)
     }
 
@@ -726,6 +746,18 @@ mod closed_loop {
         )
         .await;
         assert_eq!(ehr_subscription["status"], "active");
+        for system in [&cbo_system, &ehr_system] {
+            let handshake = &bundles(system)[0];
+            assert_eq!(kind(handshake), "handshake");
+            assert_eq!(
+                parameter(
+                    &handshake["entry"][0]["resource"],
+                    "events-since-subscription-start"
+                )["valueString"],
+                "0"
+            );
+            assert_eq!(system.received()[0].authorization, "Bearer receiver-secret");
+        }
 
         // screening, then the problem it shows
         let screening = ok_created(as_token(&app, &parties.clinician, Method::POST, "Observation", Some(json!({"resourceType":"Observation","status":"final",
@@ -896,11 +928,12 @@ mod closed_loop {
         assert_eq!(wait(&ehr_system, 8).await.len(), 8);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            cbo_system.received().len(),
+            notifications(&cbo_system).len(),
             7,
             "nothing about another CBO's referral"
         );
-        assert_eq!(ehr_system.received().len(), 8, "nothing twice");
+        assert_eq!(notifications(&ehr_system).len(), 8, "nothing twice");
+        assert_eq!(bundles(&ehr_system).len(), 9, "and the handshake, once");
     }
 
     async fn ok_created(response: reqwest::Response) -> String {

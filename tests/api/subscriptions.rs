@@ -320,6 +320,35 @@ async fn subscriptions_are_checked_and_endpoints_allow_listed(backend: Backend) 
     )
     .await;
     assert_eq!(listed["status"], "active");
+    // a topic-based subscription is active only once its endpoint accepts the handshake
+    let receiver = Receiver::start(0);
+    receiver.answer(503);
+    let backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition";
+    let mut topic = rest_hook(
+        "http://example.org/fhir/pivot/SubscriptionTopic/referral-status",
+        &receiver.url("/hook"),
+        Some("application/fhir+json"),
+    );
+    topic["_criteria"] = json!({"extension":[{"url":format!("{backport}/backport-filter-criteria"),"valueString":"Task?owner=Organization/bank"}]});
+    let (_, refused) = subscribe(&app, topic.clone()).await;
+    assert_eq!(refused["status"], "error");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("handshake") && e.contains("503")),
+        "{refused}"
+    );
+    let handshake: Value = serde_json::from_str(&receiver.received()[0].body).unwrap_or_default();
+    assert_eq!(handshake["type"], "history");
+    assert_eq!(
+        handshake["entry"][0]["resource"]["parameter"][3]["valueCode"],
+        "handshake"
+    );
+    receiver.answer(200);
+    let (_, accepted) = subscribe(&app, topic.clone()).await;
+    assert_eq!(accepted["status"], "active");
+    topic["criteria"] = json!("http://example.org/fhir/pivot/SubscriptionTopic/unknown");
+    expect_outcome(app.post("Subscription", &topic).await, 422, "not-supported").await;
     // only administrators register subscriptions: a notification is not checked against a
     // user's reach
     let clinician = crate::helpers::token_for(
