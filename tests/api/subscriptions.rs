@@ -366,6 +366,19 @@ async fn subscriptions_are_checked_and_endpoints_allow_listed(backend: Backend) 
     )
     .await;
     expect_outcome(response, 403, "forbidden").await;
+    // the CapabilityStatement names the topics
+    let statement = body(app.get("metadata").await).await;
+    let subscription = statement["rest"][0]["resource"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["type"] == "Subscription"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        subscription["extension"]
+            .to_string()
+            .contains("SubscriptionTopic/referral-status"),
+        "{subscription}"
+    );
     // a client cannot activate a Subscription itself
     let mut forced = rest_hook("Task?status=requested", "http://10.1.2.3/hook", None);
     forced["status"] = json!("active");

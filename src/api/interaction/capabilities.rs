@@ -55,7 +55,7 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 .filter(|p| p.kind == ParamType::Reference)
                 .map(|p| format!("{resource_type}:{}", p.code))
                 .collect();
-            json!({
+            let mut entry = json!({
                 "type": resource_type,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
@@ -69,7 +69,20 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 "searchInclude": std::iter::once("*".to_string()).chain(references.iter().cloned()).collect::<Vec<_>>(),
                 "searchRevInclude": references,
                 "searchParam": search_params,
-            })
+            });
+            if *resource_type == "Subscription" {
+                // R4 backport: the topics a topic-based Subscription may name
+                use crate::service::subscriptions::{BACKPORT, TOPICS};
+                entry["extension"] = TOPICS
+                    .iter()
+                    .map(|topic| json!({
+                        "url": format!("{BACKPORT}/capabilitystatement-subscriptiontopic-canonical"),
+                        "valueCanonical": topic.url,
+                    }))
+                    .collect();
+                entry["supportedProfile"] = json!([format!("{BACKPORT}/backport-subscription")]);
+            }
+            entry
         })
         .collect();
     json!({
