@@ -551,3 +551,83 @@ fn fail_subscription(
     tracing::warn!(subscription = %id, "subscription set to error after repeated delivery failures");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(hosts: &[&str], loopback: bool) -> Delivery {
+        Delivery {
+            settings: SubscriptionSettings {
+                subscription_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                subscription_allow_loopback: loopback,
+                ..SubscriptionSettings::default()
+            },
+            fhir_base: "http://pivot.example.org/fhir".into(),
+        }
+    }
+
+    #[test]
+    fn only_listed_hosts_are_called() {
+        let none = delivery(&[], false);
+        for endpoint in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/hook",
+            "http://10.0.0.5/hook",
+            "https://hooks.example.org/x",
+            "not a url",
+        ] {
+            assert!(none.refusal(endpoint).is_some(), "{endpoint}");
+        }
+        let loopback = delivery(&[], true);
+        assert!(loopback.refusal("http://127.0.0.1:8080/hook").is_none());
+        assert!(loopback.refusal("http://[::1]:9/hook").is_none());
+        assert!(loopback.refusal("http://LOCALHOST/hook").is_none());
+        assert!(loopback.refusal("http://10.0.0.5/hook").is_some());
+        let listed = delivery(&["hooks.example.org", "cbo.example.net:8443"], false);
+        assert!(listed.refusal("https://hooks.example.org/x").is_none());
+        assert!(listed.refusal("https://HOOKS.example.org:443/x").is_none());
+        assert!(listed.refusal("https://cbo.example.net:8443/x").is_none());
+        assert!(
+            listed.refusal("https://cbo.example.net/x").is_some(),
+            "other port"
+        );
+        assert!(
+            listed
+                .refusal("https://hooks.example.org.evil.test/x")
+                .is_some()
+        );
+        assert!(listed.refusal("http://127.0.0.1/x").is_some());
+    }
+
+    #[test]
+    fn a_topic_notification_carries_the_event_number() {
+        let event = Event {
+            pk: 1,
+            subscription_id: "s1".into(),
+            event_number: 7,
+            resource_type: "Task".into(),
+            resource_id: "t1".into(),
+            version_id: 3,
+            attempts: 1,
+            created_at: 0,
+            lease_until: 0,
+        };
+        let bundle = notification_bundle(
+            "http://x/fhir",
+            "s1",
+            "http://example.org/topic",
+            &event,
+            "full-resource",
+            Some(r#"{"resourceType":"Task","id":"t1"}"#),
+        );
+        assert_eq!(bundle["type"], "history");
+        let status = &bundle["entry"][0]["resource"];
+        assert_eq!(status["parameter"][4]["valueString"], "7");
+        assert_eq!(status["parameter"][5]["part"][0]["valueString"], "7");
+        assert_eq!(bundle["entry"][1]["fullUrl"], "http://x/fhir/Task/t1");
+        assert_eq!(bundle["entry"][1]["resource"]["id"], "t1");
+        assert_eq!(bundle["entry"][1]["request"]["method"], "PUT");
+    }
+}
