@@ -250,9 +250,28 @@ async fn deliver(
         .write(move |conn| Ok::<_, FhirError>(outbox::claim(conn, now, lease, CLAIM)?))
         .await?;
     let count = events.len();
+    // Different subscriptions' endpoints are called at the same time: a slow one does not hold
+    // up the others (each subscription has at most one event in a claim).
+    let mut sending = tokio::task::JoinSet::new();
     for event in events {
-        let outcome = attempt(store, delivery, client, &event).await;
-        record(store, registry, delivery, event, outcome).await?;
+        let (store, registry, delivery, client) = (
+            store.clone(),
+            registry.clone(),
+            delivery.clone(),
+            client.clone(),
+        );
+        sending.spawn(async move {
+            let outcome = attempt(&store, &delivery, &client, &event).await;
+            record(&store, &registry, &delivery, event, outcome).await
+        });
+    }
+    // Every attempt is recorded before the next claim (dropping the set would cancel them).
+    while let Some(done) = sending.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "a notification could not be recorded"),
+            Err(err) => tracing::warn!(error = %err, "a notification task failed"),
+        }
     }
     Ok(count)
 }
