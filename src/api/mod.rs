@@ -142,6 +142,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/Subscription/{id}/$events")
+                    .route(web::get().to(operation::subscription_events::events))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/{type}/{id}/_history")
                     .route(web::get().to(history::instance_history))
                     .default_service(web::to(method_not_allowed)),

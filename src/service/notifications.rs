@@ -373,25 +373,14 @@ fn build(
     )?
     .and_then(|v| v.content);
     if let Some(topic) = topic(criteria) {
-        let content_kind = channel
-            .pointer("/_payload/extension")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|e| {
-                e.get("url").and_then(Value::as_str)
-                    == Some(&format!("{BACKPORT}/backport-payload-content") as &str)
-            })
-            .and_then(|e| e.get("valueCode").and_then(Value::as_str))
-            .unwrap_or("id-only")
-            .to_string();
         let bundle = notification_bundle(
             base,
             &event.subscription_id,
             topic.url,
-            event,
-            &content_kind,
-            version.as_deref(),
+            "event-notification",
+            event.event_number,
+            &[(event.clone(), version)],
+            &payload_content(&channel),
         );
         return Ok(Some(Notification {
             method: reqwest::Method::POST,
@@ -424,36 +413,65 @@ fn build(
 }
 
 /// A topic-based notification: a `history` Bundle whose first entry is the SubscriptionStatus
-/// (R4: a Parameters, profile backport-subscription-status-r4), then the focus per the payload
-/// content (`empty`, `id-only`, `full-resource`).
-fn notification_bundle(
+/// (R4: a Parameters, profile backport-subscription-status-r4) of `kind` (event-notification,
+/// query-event), then for each event its focus per the payload content (`empty`, `id-only`,
+/// `full-resource`; `resource` is the version the event is about).
+pub fn notification_bundle(
     base: &str,
     subscription: &str,
     topic: &str,
-    event: &Event,
+    kind: &str,
+    since_start: i64,
+    events: &[(Event, Option<String>)],
     content: &str,
-    resource: Option<&str>,
 ) -> Value {
-    let focus = format!("{base}/{}/{}", event.resource_type, event.resource_id);
-    let mut notification_event = vec![
-        json!({"name":"event-number","valueString":event.event_number.to_string()}),
-        json!({"name":"timestamp","valueInstant":format_instant(event.created_at)}),
+    let mut parameters = vec![
+        json!({"name":"subscription","valueReference":{"reference":format!("{base}/Subscription/{subscription}")}}),
+        json!({"name":"topic","valueCanonical":topic}),
+        json!({"name":"status","valueCode":"active"}),
+        json!({"name":"type","valueCode":kind}),
+        json!({"name":"events-since-subscription-start","valueString":since_start.to_string()}),
     ];
-    if content != "empty" {
+    let mut focus_entries = Vec::new();
+    for (event, resource) in events {
+        let focus = format!("{base}/{}/{}", event.resource_type, event.resource_id);
+        let mut notification_event = vec![
+            json!({"name":"event-number","valueString":event.event_number.to_string()}),
+            json!({"name":"timestamp","valueInstant":format_instant(event.created_at)}),
+        ];
+        if content == "empty" {
+            parameters.push(json!({"name":"notification-event","part":notification_event}));
+            continue;
+        }
         notification_event.push(json!({"name":"focus","valueReference":{"reference":focus}}));
+        parameters.push(json!({"name":"notification-event","part":notification_event}));
+        let mut entry = Map::new();
+        entry.insert("fullUrl".into(), json!(focus));
+        if content == "full-resource"
+            && let Some(resource) = resource
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        {
+            entry.insert("resource".into(), resource);
+        }
+        let (method, url, code) = if event.version_id == 1 {
+            ("POST", event.resource_type.clone(), "201")
+        } else {
+            (
+                "PUT",
+                format!("{}/{}", event.resource_type, event.resource_id),
+                "200",
+            )
+        };
+        entry.insert("request".into(), json!({"method":method,"url":url}));
+        entry.insert("response".into(), json!({"status":code}));
+        focus_entries.push(Value::Object(entry));
     }
     let status = json!({
         "resourceType": "Parameters",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"profile": [format!("{BACKPORT}/backport-subscription-status-r4")]},
-        "parameter": [
-            {"name":"subscription","valueReference":{"reference":format!("{base}/Subscription/{subscription}")}},
-            {"name":"topic","valueCanonical":topic},
-            {"name":"status","valueCode":"active"},
-            {"name":"type","valueCode":"event-notification"},
-            {"name":"events-since-subscription-start","valueString":event.event_number.to_string()},
-            {"name":"notification-event","part":notification_event}
-        ]
+        "parameter": parameters
     });
     let mut entries = vec![json!({
         "fullUrl": format!("urn:uuid:{}", status["id"].as_str().unwrap_or_default()),
@@ -461,28 +479,7 @@ fn notification_bundle(
         "request": {"method":"GET","url":format!("{base}/Subscription/{subscription}/$status")},
         "response": {"status":"200"}
     })];
-    if content != "empty" {
-        let mut entry = Map::new();
-        entry.insert("fullUrl".into(), json!(focus));
-        if content == "full-resource"
-            && let Some(resource) = resource.and_then(|r| serde_json::from_str::<Value>(r).ok())
-        {
-            entry.insert("resource".into(), resource);
-        }
-        let (method, code) = if event.version_id == 1 {
-            ("POST", "201")
-        } else {
-            ("PUT", "200")
-        };
-        let url = if event.version_id == 1 {
-            event.resource_type.clone()
-        } else {
-            format!("{}/{}", event.resource_type, event.resource_id)
-        };
-        entry.insert("request".into(), json!({"method":method,"url":url}));
-        entry.insert("response".into(), json!({"status":code}));
-        entries.push(Value::Object(entry));
-    }
+    entries.extend(focus_entries);
     json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
@@ -491,6 +488,22 @@ fn notification_bundle(
         "timestamp": format_instant(now_micros()),
         "entry": entries
     })
+}
+
+/// The payload content of a topic-based Subscription's channel (default `id-only`).
+pub fn payload_content(channel: &Value) -> String {
+    channel
+        .pointer("/_payload/extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e.get("url").and_then(Value::as_str)
+                == Some(&format!("{BACKPORT}/backport-payload-content") as &str)
+        })
+        .and_then(|e| e.get("valueCode").and_then(Value::as_str))
+        .unwrap_or("id-only")
+        .to_string()
 }
 
 /// Records an attempt: delivered, dropped, retried later, or given up with the Subscription
@@ -637,9 +650,13 @@ mod tests {
             "http://x/fhir",
             "s1",
             "http://example.org/topic",
-            &event,
+            "event-notification",
+            7,
+            &[(
+                event,
+                Some(r#"{"resourceType":"Task","id":"t1"}"#.to_string()),
+            )],
             "full-resource",
-            Some(r#"{"resourceType":"Task","id":"t1"}"#),
         );
         assert_eq!(bundle["type"], "history");
         let status = &bundle["entry"][0]["resource"];

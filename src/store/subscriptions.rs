@@ -225,3 +225,38 @@ pub fn drop_pending(
     execute(conn, sql)?;
     Ok(())
 }
+
+/// The events of a subscription numbered `from` to `to` (inclusive), at most `limit`, in order,
+/// whatever became of them.
+pub fn events_between(
+    conn: &mut AnyConnection,
+    subscription: &str,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT pk, subscription_id, event_number, resource_type, resource_id, version_id, \
+         attempts, created_at, lease_until FROM subscription_events WHERE subscription_id = ",
+    );
+    sql.text(subscription);
+    sql.push(" AND event_number >= ");
+    sql.int(from);
+    sql.push(" AND event_number <= ");
+    sql.int(to);
+    sql.push(" ORDER BY event_number LIMIT ");
+    sql.int(limit);
+    run(conn, sql)
+}
+
+/// Events generated so far for a subscription.
+pub fn event_count(conn: &mut AnyConnection, subscription: &str) -> Result<i64, StoreError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT events FROM subscriptions WHERE id = ");
+    sql.text(subscription);
+    Ok(run::<Count>(conn, sql)?
+        .first()
+        .map(|c| c.events)
+        .unwrap_or(0))
+}

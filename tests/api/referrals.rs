@@ -934,6 +934,47 @@ mod closed_loop {
         );
         assert_eq!(notifications(&ehr_system).len(), 8, "nothing twice");
         assert_eq!(bundles(&ehr_system).len(), 9, "and the handshake, once");
+
+        // missed notifications can be read again ($events)
+        let ehr_id = ehr_subscription["id"].as_str().unwrap_or_default();
+        let again = body(
+            app.get(&format!(
+                "Subscription/{ehr_id}/$events?eventsSinceNumber=2&eventsUntilNumber=4"
+            ))
+            .await,
+        )
+        .await;
+        assert_eq!(again["type"], "history");
+        let status = &again["entry"][0]["resource"];
+        assert_eq!(parameter(status, "type")["valueCode"], "query-event");
+        assert_eq!(
+            parameter(status, "events-since-subscription-start")["valueString"],
+            "8"
+        );
+        let numbers: Vec<&str> = status["parameter"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter(|x| x["name"] == "notification-event")
+                    .filter_map(|x| x["part"][0]["valueString"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(numbers, vec!["2", "3", "4"]);
+        assert_eq!(again["entry"][2]["resource"]["status"], "accepted");
+        assert_eq!(
+            as_token(
+                &app,
+                &parties.clinician,
+                Method::GET,
+                &format!("Subscription/{ehr_id}/$events"),
+                None
+            )
+            .await
+            .status()
+            .as_u16(),
+            403
+        );
     }
 
     async fn ok_created(response: reqwest::Response) -> String {
