@@ -22,6 +22,7 @@ pub struct Application {
     auth: Arc<Authenticator>,
     jwks_refresh: std::time::Duration,
     audit_queue: crate::service::audit::AuditQueue,
+    delivery: crate::service::notifications::Delivery,
 }
 
 impl Application {
@@ -81,6 +82,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
+            referral_overdue_days: settings.referrals.referral_overdue_days,
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -103,6 +105,17 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers.max(1));
         }
+        let delivery = crate::service::notifications::Delivery {
+            settings: settings.subscriptions.clone(),
+            fhir_base: format!(
+                "{}/fhir",
+                settings
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}:{port}", address.ip()))
+                    .trim_end_matches('/')
+            ),
+        };
         Ok(Application {
             port,
             server: server.run(),
@@ -111,6 +124,7 @@ impl Application {
             auth,
             audit_queue,
             jwks_refresh: std::time::Duration::from_secs(settings.jwks_refresh_seconds.max(1)),
+            delivery,
         })
     }
 
@@ -135,9 +149,15 @@ impl Application {
             self.store.clone(),
             self.audit_queue,
         ));
+        let notifications = tokio::spawn(crate::service::notifications::run(
+            self.store.clone(),
+            self.registry.clone(),
+            self.delivery,
+        ));
         let result = self.server.await;
         background.abort();
         key_refresh.abort();
+        notifications.abort();
         // the workers are gone, and with them every sender: the writer drains the queue and ends
         if tokio::time::timeout(std::time::Duration::from_secs(10), audit_writer)
             .await

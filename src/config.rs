@@ -95,6 +95,74 @@ pub struct Settings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PIVOT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub subscriptions: SubscriptionSettings,
+
+    #[command(flatten)]
+    pub referrals: ReferralSettings,
+}
+
+/// Delivery of Subscription notifications.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubscriptionSettings {
+    /// Hosts (`host` or `host:port`, comma-separated) that Subscription endpoints may name. An
+    /// endpoint elsewhere is not activated (its Subscription gets status `error`), so a
+    /// Subscription cannot be used to reach hosts of the internal network the administrator has
+    /// not listed. Empty (the default): no endpoint but loopback ones, and those only with
+    /// `--subscription-allow-loopback`.
+    #[arg(long, env = "PIVOT_SUBSCRIPTION_HOSTS", value_delimiter = ',')]
+    pub subscription_hosts: Vec<String>,
+
+    /// Allow endpoints on loopback addresses (`localhost`, `127.0.0.0/8`, `::1`): for tests and
+    /// single-machine set-ups.
+    #[arg(
+        long,
+        env = "PIVOT_SUBSCRIPTION_ALLOW_LOOPBACK",
+        default_value_t = false
+    )]
+    pub subscription_allow_loopback: bool,
+
+    /// How often each node looks for notifications to send, in milliseconds.
+    #[arg(long, env = "PIVOT_SUBSCRIPTION_POLL_MS", default_value_t = 500)]
+    pub subscription_poll_ms: u64,
+
+    /// Wait before the first retry of a failed notification, in milliseconds; it doubles with each
+    /// attempt, up to 64 times this.
+    #[arg(long, env = "PIVOT_SUBSCRIPTION_RETRY_MS", default_value_t = 2000)]
+    pub subscription_retry_ms: u64,
+
+    /// Attempts at one notification before its Subscription is set to `error`.
+    #[arg(long, env = "PIVOT_SUBSCRIPTION_MAX_ATTEMPTS", default_value_t = 10)]
+    pub subscription_max_attempts: u32,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        SubscriptionSettings {
+            subscription_hosts: Vec::new(),
+            subscription_allow_loopback: false,
+            subscription_poll_ms: 500,
+            subscription_retry_ms: 2000,
+            subscription_max_attempts: 10,
+        }
+    }
+}
+
+/// The referral workflow.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReferralSettings {
+    /// Days after which an open referral is overdue (`Task?_query=overdue-referrals`).
+    #[arg(long, env = "PIVOT_REFERRAL_OVERDUE_DAYS", default_value_t = 30)]
+    pub referral_overdue_days: u32,
+}
+
+impl Default for ReferralSettings {
+    fn default() -> Self {
+        ReferralSettings {
+            referral_overdue_days: 30,
+        }
+    }
 }
 
 impl Settings {
@@ -121,6 +189,8 @@ impl Settings {
             oauth_token_url: None,
             oauth_authorize_url: None,
             require_profiles: Vec::new(),
+            subscriptions: SubscriptionSettings::default(),
+            referrals: ReferralSettings::default(),
         }
     }
 

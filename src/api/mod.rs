@@ -27,6 +27,8 @@ pub struct AppState {
     /// When the server started, as a FHIR instant (CapabilityStatement.date).
     pub started_at: String,
     pub audit: crate::service::audit::AuditTrail,
+    /// Days after which an open referral is overdue (named query `overdue-referrals`).
+    pub referral_overdue_days: u32,
 }
 
 impl AppState {
@@ -193,6 +195,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::put().to(update::update))
                     .route(web::patch().to(patch::patch_instance))
                     .route(web::delete().to(delete::delete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Subscription/{id}/$events")
+                    .route(web::get().to(operation::subscription_events::events))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use super::access::visible;
 use super::conditional::{self, Created};
 use super::resources::{self, Written};
+use super::write_effects::Actor;
 use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
@@ -468,7 +469,13 @@ pub fn batch_entry(
             }
             let resource = entry.resource.clone().unwrap_or_default();
             return Ok(
-                match conditional::create(conn, registry, resource, Some(criteria))? {
+                match conditional::create(
+                    conn,
+                    registry,
+                    &Actor::of(access),
+                    resource,
+                    Some(criteria),
+                )? {
                     Created::New(written) => written_response(base, &written, representation),
                     Created::Existing(found) => existing_response(base, &found, representation),
                 },
@@ -605,6 +612,7 @@ fn execute_allowed(
     batch: Option<&mut IndexBatch>,
 ) -> Result<EntryResponse, FhirError> {
     let resource_type = target.resource_type.as_str();
+    let actor = Actor::of(access);
     match entry.method {
         Method::Post => {
             if let Some(found) = existing {
@@ -613,8 +621,9 @@ fn execute_allowed(
             let id = target.id.clone().unwrap_or_default();
             let mut resource = entry.resource.clone().unwrap_or_default();
             resource.insert("id".into(), Value::String(id.clone()));
-            let written =
-                resources::update_batched(conn, registry, &id, resource, None, "POST", batch)?;
+            let written = resources::update_batched(
+                conn, registry, &actor, &id, resource, None, "POST", batch,
+            )?;
             Ok(written_response(base, &written, representation))
         }
         Method::Put => {
@@ -641,6 +650,7 @@ fn execute_allowed(
             let written = resources::update_batched(
                 conn,
                 registry,
+                &actor,
                 &id,
                 resource,
                 entry.if_match,
@@ -656,8 +666,15 @@ fn execute_allowed(
                 )));
             };
             let document = patch_document(entry)?;
-            let written =
-                resources::patch(conn, registry, resource_type, id, &document, entry.if_match)?;
+            let written = resources::patch(
+                conn,
+                registry,
+                &actor,
+                resource_type,
+                id,
+                &document,
+                entry.if_match,
+            )?;
             Ok(written_response(base, &written, representation))
         }
         Method::Delete => {
@@ -682,7 +699,8 @@ fn execute_allowed(
                 return Ok(nothing);
             }
             Ok(
-                match resources::delete(conn, registry, resource_type, id, entry.if_match)? {
+                match resources::delete(conn, registry, &actor, resource_type, id, entry.if_match)?
+                {
                     Some(written) => EntryResponse {
                         status: "200 OK".into(),
                         location: None,

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::resources::{self, Written};
+use super::write_effects::Actor;
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::search::registry::Registry;
@@ -86,6 +87,7 @@ pub enum Created {
 pub fn create(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource: Map<String, Value>,
     if_none_exist: Option<&str>,
 ) -> Result<Created, FhirError> {
@@ -106,13 +108,14 @@ pub fn create(
             }
         }
     }
-    resources::create(conn, registry, resource).map(Created::New)
+    resources::create(conn, registry, actor, resource).map(Created::New)
 }
 
 /// Conditional update: the one match is updated; no match creates (with the body's id, if any).
 pub fn update(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     criteria: &str,
     mut resource: Map<String, Value>,
     if_match: Option<i64>,
@@ -138,9 +141,9 @@ pub fn update(
                         "{resource_type}/{id} exists but does not match the criteria"
                     )));
                 }
-                resources::update(conn, registry, &id, resource, if_match, "PUT")
+                resources::update(conn, registry, actor, &id, resource, if_match, "PUT")
             }
-            None => resources::create(conn, registry, resource),
+            None => resources::create(conn, registry, actor, resource),
         },
         [one] => {
             if body_id.as_ref().is_some_and(|id| *id != one.id) {
@@ -149,7 +152,7 @@ pub fn update(
                 ));
             }
             resource.insert("id".into(), Value::String(one.id.clone()));
-            resources::update(conn, registry, &one.id, resource, if_match, "PUT")
+            resources::update(conn, registry, actor, &one.id, resource, if_match, "PUT")
         }
         _ => Err(FhirError::PreconditionFailed(format!(
             "The criteria match more than one {resource_type}"
@@ -161,6 +164,7 @@ pub fn update(
 pub fn delete(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource_type: &str,
     criteria: &str,
     if_match: Option<i64>,
@@ -169,7 +173,7 @@ pub fn delete(
     let found = matches_within(conn, registry, resource_type, criteria, limits)?;
     match found.as_slice() {
         [] => Ok(None),
-        [one] => resources::delete(conn, registry, resource_type, &one.id, if_match)
+        [one] => resources::delete(conn, registry, actor, resource_type, &one.id, if_match)
             .map(|w| w.map(|w| (one.id.clone(), w))),
         _ => Err(FhirError::PreconditionFailed(format!(
             "The criteria match more than one {resource_type}; nothing was deleted"

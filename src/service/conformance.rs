@@ -53,6 +53,7 @@ pub fn load(conn: &mut AnyConnection, registry: &Registry) -> Result<usize, Fhir
         super::resources::update_batched(
             conn,
             registry,
+            &super::write_effects::Actor::Server,
             &id,
             resource,
             None,

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::clock::next_timestamp;
+use super::write_effects::{self, Actor};
 use crate::error::FhirError;
 use crate::fhir::instant::{Micros, format_instant};
 use crate::search::extract::extract;
@@ -34,7 +35,8 @@ pub struct Written {
 pub fn create(
     conn: &mut AnyConnection,
     registry: &Registry,
-    resource: Map<String, Value>,
+    actor: &Actor,
+    mut resource: Map<String, Value>,
 ) -> Result<Written, FhirError> {
     let resource_type = resource_type_of(&resource)?;
     refuse_server_owned(&resource_type)?;
@@ -42,6 +44,16 @@ pub fn create(
     crate::validation::enforce(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
+    write_effects::before_store(
+        conn,
+        registry,
+        actor,
+        &resource_type,
+        &id,
+        None,
+        &mut resource,
+        last_updated,
+    )?;
     let (stamped, content) = stamp(resource, &id, 1, last_updated);
     let new = NewVersion {
         resource_type: &resource_type,
@@ -57,14 +69,16 @@ pub fn create(
         )));
     };
     index::insert(conn, pk, &extract(registry, &stamped))?;
-    Ok(Written {
+    let written = Written {
         resource_type,
         id,
         version_id: 1,
         last_updated,
         created: true,
         content: Some(content),
-    })
+    };
+    write_effects::after_store(conn, registry, actor, &written, None, None)?;
+    Ok(written)
 }
 
 /// Updates the resource `resource_type/id`, or creates it with that id (update as create).
@@ -72,19 +86,22 @@ pub fn create(
 pub fn update(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     id: &str,
     resource: Map<String, Value>,
     if_match: Option<i64>,
     method: &str,
 ) -> Result<Written, FhirError> {
-    update_batched(conn, registry, id, resource, if_match, method, None)
+    update_batched(conn, registry, actor, id, resource, if_match, method, None)
 }
 
 /// `update`, leaving the index rows in `batch` (when given) for the caller to write later in
 /// the same transaction.
+#[allow(clippy::too_many_arguments)]
 pub fn update_batched(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     id: &str,
     resource: Map<String, Value>,
     if_match: Option<i64>,
@@ -97,6 +114,7 @@ pub fn update_batched(
     write_version(
         conn,
         registry,
+        actor,
         &resource_type,
         id,
         Some(resource),
@@ -111,6 +129,7 @@ pub fn update_batched(
 pub fn delete(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource_type: &str,
     id: &str,
     if_match: Option<i64>,
@@ -128,6 +147,7 @@ pub fn delete(
         Some(_) => write_version(
             conn,
             registry,
+            actor,
             resource_type,
             id,
             None,
@@ -146,6 +166,7 @@ pub fn delete(
 fn write_version(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource_type: &str,
     id: &str,
     mut resource: Option<Map<String, Value>>,
@@ -179,6 +200,23 @@ fn write_version(
             ),
             None => (1, next_timestamp(None)),
         };
+        let before = current
+            .as_ref()
+            .filter(|c| c.deleted == 0)
+            .and_then(|c| c.content.as_deref());
+        match resource.as_mut() {
+            Some(resource) => write_effects::before_store(
+                conn,
+                registry,
+                actor,
+                resource_type,
+                id,
+                before,
+                resource,
+                last_updated,
+            )?,
+            None => write_effects::before_delete(conn, actor, resource_type, before)?,
+        }
         // Stamping is idempotent, so a retry re-stamps the same map instead of keeping a copy.
         let stamped = resource
             .take()
@@ -210,14 +248,16 @@ fn write_version(
                 }
             }
             let created = content.is_some() && current.as_ref().is_none_or(|c| c.deleted != 0);
-            return Ok(Written {
+            let written = Written {
                 resource_type: resource_type.to_string(),
                 id: id.to_string(),
                 version_id,
                 last_updated,
                 created,
                 content,
-            });
+            };
+            write_effects::after_store(conn, registry, actor, &written, before, batch)?;
+            return Ok(written);
         }
         if if_match.is_some() {
             return Err(FhirError::PreconditionFailed(format!(
@@ -317,6 +357,7 @@ pub enum PatchDocument {
 pub fn patch(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource_type: &str,
     id: &str,
     document: &PatchDocument,
@@ -324,7 +365,7 @@ pub fn patch(
 ) -> Result<Written, FhirError> {
     // Without If-Match, a concurrent change is not the client's problem: patch the newer version.
     for _ in 0..MAX_WRITE_ATTEMPTS {
-        match patch_once(conn, registry, resource_type, id, document, if_match) {
+        match patch_once(conn, registry, actor, resource_type, id, document, if_match) {
             Err(FhirError::PreconditionFailed(_)) if if_match.is_none() => continue,
             result => return result,
         }
@@ -337,6 +378,7 @@ pub fn patch(
 fn patch_once(
     conn: &mut AnyConnection,
     registry: &Registry,
+    actor: &Actor,
     resource_type: &str,
     id: &str,
     document: &PatchDocument,
@@ -391,6 +433,7 @@ fn patch_once(
     write_version(
         conn,
         registry,
+        actor,
         resource_type,
         id,
         Some(checked),

@@ -12,6 +12,7 @@ pub mod resources;
 pub mod schema;
 pub mod search;
 pub mod sql;
+pub mod subscriptions;
 
 use std::time::Duration;
 

@@ -161,17 +161,24 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
                 }
                 let target = sql.alias("t");
                 let reference = sql.alias("sr");
+                // The matching targets first, then the references to them by the
+                // (param, target_id) index: joined the other way round, SQLite probed every
+                // reference against every matching target (minutes on 100,000 Tasks).
                 sql.push(&format!(
-                    "{alias}.pk IN (SELECT {reference}.resource_pk FROM search_reference {reference} JOIN resources {target} \
-                     ON {target}.resource_type = {reference}.target_type AND {target}.id = {reference}.target_id \
+                    "{alias}.pk IN (SELECT {reference}.resource_pk FROM search_reference {reference} \
                      WHERE {reference}.param = "
                 ));
                 sql.text(&param.code);
                 sql.push(&format!(" AND {reference}.target_type = "));
                 sql.text(target_type);
+                sql.push(&format!(
+                    " AND {reference}.target_id IN (SELECT {target}.id FROM resources {target} \
+                     WHERE {target}.resource_type = "
+                ));
+                sql.text(target_type);
                 sql.push(&format!(" AND {target}.deleted = 0 AND "));
                 condition(sql, &target, inner);
-                sql.push(")");
+                sql.push("))");
             }
             sql.push(")");
         }

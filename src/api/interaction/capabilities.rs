@@ -57,10 +57,10 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 .filter(|p| p.kind == ParamType::Reference)
                 .map(|p| format!("{resource_type}:{}", p.code))
                 .collect();
-            let supported: Vec<&str> = profiles
+            let mut supported: Vec<String> = profiles
                 .iter()
                 .filter(|(ty, _)| ty == resource_type)
-                .map(|(_, url)| url.as_str())
+                .map(|(_, url)| url.clone())
                 .collect();
             let mut entry = json!({
                 "type": resource_type,
@@ -77,6 +77,18 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 "searchRevInclude": references,
                 "searchParam": search_params,
             });
+            if *resource_type == "Subscription" {
+                // R4 backport: the topics a topic-based Subscription may name
+                use crate::service::subscriptions::{BACKPORT, TOPICS};
+                entry["extension"] = TOPICS
+                    .iter()
+                    .map(|topic| json!({
+                        "url": format!("{BACKPORT}/capabilitystatement-subscriptiontopic-canonical"),
+                        "valueCanonical": topic.url,
+                    }))
+                    .collect();
+                supported.push(format!("{BACKPORT}/backport-subscription"));
+            }
             // FHIR JSON has no empty arrays
             if !supported.is_empty() {
                 entry["supportedProfile"] = json!(supported);

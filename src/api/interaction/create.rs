@@ -13,6 +13,7 @@ use crate::error::FhirError;
 use crate::fhir::parse::parse_resource;
 use crate::service::access::visible;
 use crate::service::conditional::{self, Created};
+use crate::service::write_effects::Actor;
 
 pub async fn create(
     req: HttpRequest,
@@ -38,7 +39,13 @@ pub async fn create(
     let created = state
         .store
         .write(move |conn| {
-            let created = conditional::create(conn, &registry, resource, if_none_exist.as_deref())?;
+            let created = conditional::create(
+                conn,
+                &registry,
+                &Actor::of(&access),
+                resource,
+                if_none_exist.as_deref(),
+            )?;
             if let Created::New(written) = &created {
                 audit.record(conn, "create", written)?;
             }

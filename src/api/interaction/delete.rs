@@ -11,6 +11,7 @@ use crate::auth::Access;
 use crate::auth::scopes::Permission;
 use crate::error::FhirError;
 use crate::service::access::visible;
+use crate::service::write_effects::Actor;
 
 pub async fn delete(
     req: HttpRequest,
@@ -33,8 +34,15 @@ pub async fn delete(
             if !visible(conn, &registry, &ty, &target, &grant)? {
                 return Ok(None); // outside the token's reach: as if it did not exist
             }
-            let deleted =
-                crate::service::resources::delete(conn, &registry, &ty, &target, expected_version)?;
+            let actor = Actor::of(&access);
+            let deleted = crate::service::resources::delete(
+                conn,
+                &registry,
+                &actor,
+                &ty,
+                &target,
+                expected_version,
+            )?;
             if let Some(written) = &deleted {
                 audit.record(conn, "delete", written)?;
             }
@@ -97,6 +105,7 @@ pub async fn conditional_delete(
             let deleted = crate::service::conditional::delete(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &ty,
                 &criteria,
                 expected_version,

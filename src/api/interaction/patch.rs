@@ -15,6 +15,7 @@ use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::service::access::{grant_conditions, visible};
 use crate::service::resources::{PatchDocument, patch};
+use crate::service::write_effects::Actor;
 
 /// Reads the patch document in the format the `Content-Type` names.
 pub fn patch_document(req: &HttpRequest, body: &[u8]) -> Result<PatchDocument, FhirError> {
@@ -150,7 +151,16 @@ async fn run(
                 return Err(FhirError::NotFound(format!("{ty}/{id} is not known")));
             }
             let before = crate::store::resources::current(conn, &ty, &id)?.and_then(|c| c.content);
-            let written = patch(conn, &registry, &ty, &id, &document, expected_version)?;
+            let actor = Actor::of(&access);
+            let written = patch(
+                conn,
+                &registry,
+                &actor,
+                &ty,
+                &id,
+                &document,
+                expected_version,
+            )?;
             let after: serde_json::Map<String, Value> = written
                 .content
                 .as_deref()

@@ -96,6 +96,12 @@ async fn run(
     compartment_patient: Option<String>,
 ) -> Result<HttpResponse, FhirError> {
     let format = negotiate(&req)?;
+    let params = crate::service::referrals::named_query(
+        resource_type.as_deref(),
+        params,
+        state.referral_overdue_days,
+        crate::fhir::instant::now_micros(),
+    )?;
     let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
     let path = path.strip_suffix("/_search").unwrap_or(path).to_string();
     let input = SearchInput {

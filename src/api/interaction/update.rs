@@ -15,6 +15,7 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::parse::parse_resource;
 use crate::service;
 use crate::service::access::visible;
+use crate::service::write_effects::Actor;
 use crate::store::resources as rows;
 
 pub async fn update(
@@ -76,6 +77,7 @@ pub async fn update(
             let written = service::resources::update(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &id,
                 resource,
                 expected_version,
@@ -123,6 +125,7 @@ pub async fn conditional_update(
             let written = crate::service::conditional::update(
                 conn,
                 &registry,
+                &Actor::of(&access),
                 &criteria,
                 resource,
                 expected_version,

@@ -2,5 +2,6 @@
 
 pub mod params;
 pub mod reindex;
+pub mod subscription_events;
 pub mod terminology;
 pub mod validate;
