@@ -59,7 +59,11 @@ impl Application {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "definitions compiled"
         );
-        let store = Store::open(&settings.database_url, settings.db_pool_size)?;
+        let store = Store::open_with_timeout(
+            &settings.database_url,
+            settings.db_pool_size,
+            std::time::Duration::from_secs(settings.statement_timeout_seconds),
+        )?;
         let listener = TcpListener::bind(address)
             .map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
         let port = listener.local_addr()?.port();

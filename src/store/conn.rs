@@ -50,6 +50,8 @@ pub struct Manager {
     backend: Backend,
     url: String,
     writer: bool,
+    /// PostgreSQL `statement_timeout` of every connection (zero: none).
+    statement_timeout: std::time::Duration,
 }
 
 impl Manager {
@@ -58,6 +60,15 @@ impl Manager {
             backend,
             url,
             writer: false,
+            statement_timeout: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The same manager with a PostgreSQL statement timeout.
+    pub fn with_statement_timeout(self, statement_timeout: std::time::Duration) -> Self {
+        Manager {
+            statement_timeout,
+            ..self
         }
     }
 
@@ -104,9 +115,18 @@ impl ManageConnection for Manager {
                 }
                 Ok(AnyConnection::Sqlite(conn))
             }
-            Backend::Postgres => PgConnection::establish(&self.url)
-                .map(AnyConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn =
+                    PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                if !self.statement_timeout.is_zero() {
+                    conn.batch_execute(&format!(
+                        "SET statement_timeout = {}",
+                        self.statement_timeout.as_millis()
+                    ))
+                    .map_err(r2d2::Error::QueryError)?;
+                }
+                Ok(AnyConnection::Postgresql(conn))
+            }
         }
     }
 

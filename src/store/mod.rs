@@ -23,6 +23,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use conn::{AnyConnection, Backend};
 use conn::{Manager, Pool};
+use diesel::r2d2::ManageConnection;
 
 /// The WAL size beyond which the background checkpoint resets it.
 const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -36,6 +37,9 @@ pub enum StoreError {
     /// The database cannot be reached, or no connection became free in time.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL cancelled a statement that ran past the statement timeout.
+    #[error("statement timed out: {0}")]
+    TimedOut(String),
     #[error("database error: {0}")]
     Backend(DieselError),
     #[error(transparent)]
@@ -56,6 +60,11 @@ impl StoreError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_string()),
+            DieselError::DatabaseError(_, info)
+                if info.message().contains("canceling statement due to statement timeout") =>
+            {
+                StoreError::TimedOut(info.message().to_string())
+            }
             DieselError::DatabaseError(_, info) if is_transient_message(info.message()) => {
                 StoreError::Unavailable(info.message().to_string())
             }
@@ -163,6 +172,16 @@ impl Store {
     /// Opens the database named by `url`, creating a SQLite file's folder, and runs pending
     /// migrations (PostgreSQL: under an advisory lock, so nodes starting together take turns).
     pub fn open(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        Store::open_with_timeout(url, pool_size, Duration::ZERO)
+    }
+
+    /// [`Store::open`] with a PostgreSQL statement timeout on every pooled connection (zero:
+    /// none), so one runaway query cannot hold a connection and a core for minutes.
+    pub fn open_with_timeout(
+        url: &str,
+        pool_size: u32,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<Store> {
         let (backend, driver_url) = Backend::from_url(url)?;
         if backend == Backend::Sqlite
             && let Some(parent) = std::path::Path::new(&driver_url).parent()
@@ -177,7 +196,8 @@ impl Store {
         }
         let sqlite_path =
             (backend == Backend::Sqlite).then(|| std::path::PathBuf::from(&driver_url));
-        let manager = Manager::new(backend, driver_url);
+        let unlimited = Manager::new(backend, driver_url);
+        let manager = unlimited.clone().with_statement_timeout(statement_timeout);
         let build = |size: u32, manager: Manager| {
             Pool::builder()
                 .max_size(size)
@@ -218,9 +238,10 @@ impl Store {
             sqlite_path,
             group,
         };
-        let mut conn = store
-            .writers
-            .get()
+        // migrations may build indexes on large tables: no statement timeout
+        let mut conn = unlimited
+            .for_writer()
+            .connect()
             .map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
         run_migrations(&mut conn)?;
         Ok(store)
