@@ -55,13 +55,25 @@ impl From<DieselError> for StoreError {
 impl StoreError {
     /// Sorts a diesel error: lost connections and lock timeouts are `Unavailable`.
     pub fn classify(err: DieselError) -> StoreError {
+        let sorted = StoreError::sort(err);
+        if let StoreError::Unavailable(_) = sorted {
+            conn::connections_failed();
+        }
+        sorted
+    }
+
+    fn sort(err: DieselError) -> StoreError {
         match &err {
+            // a connection lost in the middle of a transaction leaves this behind
+            DieselError::BrokenTransactionManager => StoreError::Unavailable(err.to_string()),
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_string()),
             DieselError::DatabaseError(_, info)
-                if info.message().contains("canceling statement due to statement timeout") =>
+                if info
+                    .message()
+                    .contains("canceling statement due to statement timeout") =>
             {
                 StoreError::TimedOut(info.message().to_string())
             }
@@ -79,6 +91,9 @@ fn is_transient_message(message: &str) -> bool {
         || message.contains("server closed the connection")
         || message.contains("the database system is")
         || message.contains("no connection to the server")
+        || message.contains("SSL SYSCALL error")
+        || message.contains("could not receive data from server")
+        || message.contains("could not send data to server")
 }
 
 /// A handle to the database, cheap to clone.
@@ -253,10 +268,7 @@ impl Store {
         F: FnOnce(&mut AnyConnection) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let mut conn = self
-            .readers
-            .get()
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let mut conn = checkout(&self.readers)?;
         work(&mut conn)
     }
 
@@ -267,10 +279,7 @@ impl Store {
         F: FnOnce(&mut AnyConnection) -> Result<T, E>,
         E: From<StoreError> + From<DieselError>,
     {
-        let mut conn = self
-            .writers
-            .get()
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let mut conn = checkout(&self.writers)?;
         conn.transaction(|conn| work(conn))
     }
 
@@ -287,9 +296,7 @@ impl Store {
     {
         let pool = self.readers.clone();
         run_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&pool)?;
             work(&mut conn)
         })
         .await
@@ -305,10 +312,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if self.backend == Backend::Sqlite {
-            let mut conn = self
-                .readers
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&self.readers)?;
             return work(&mut conn);
         }
         self.read(work).await
@@ -365,9 +369,7 @@ impl Store {
         }
         let pool = self.writers.clone();
         run_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&pool)?;
             conn.transaction(|conn| work(conn))
         })
         .await
@@ -402,6 +404,13 @@ impl Store {
         self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify))
             .await
     }
+}
+
+/// A connection from `pool`. While new connections cannot be opened (the database is down), a
+/// request waits briefly for one instead of the full timeout: an outage answers 503 at once.
+fn checkout(pool: &Pool) -> Result<conn::PooledConnection, StoreError> {
+    pool.get_timeout(conn::checkout_timeout())
+        .map_err(|err| StoreError::Unavailable(err.to_string()))
 }
 
 async fn run_blocking<T, E, F>(work: F) -> Result<T, E>

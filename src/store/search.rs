@@ -178,7 +178,9 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
                          WHERE {reference}.param = "
                     ));
                 } else {
-                    sql.push(&format!("{alias}.pk IN (WITH {target}_ids AS MATERIALIZED ("));
+                    sql.push(&format!(
+                        "{alias}.pk IN (WITH {target}_ids AS MATERIALIZED ("
+                    ));
                     sql.push(&targets);
                     sql.text(target_type);
                     sql.push(&format!(" AND {target}.deleted = 0 AND "));
