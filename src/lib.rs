@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod fhir;
 pub mod fhirpath;
+pub mod fuzz;
 pub mod search;
 pub mod service;
 pub mod store;

@@ -61,6 +61,18 @@ async fn hostile_bodies(app: TestApp) {
     .await;
     assert_eq!(status, 400);
 
+    // found by fuzzing: the structure parser panicked on an element holding `resourceType`
+    let (status, _) = answered(
+        "resourceType inside an element",
+        post_text(
+            &app,
+            "Organization",
+            r#"{"resourceType":"Organization","name":"x","address":[{"resourceType":"Organization","country":"CH"}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+
     let (status, _) = answered(
         "duplicate keys",
         post_text(
