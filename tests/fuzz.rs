@@ -284,7 +284,7 @@ fn fuzz(target: &str) {
             }
         }
     });
-    let mut check = |input: Vec<u8>| {
+    let check = |input: Vec<u8>| {
         let kept = input.clone();
         if inputs.send(input).is_err() {
             panic!("{target}: the worker stopped");
