@@ -13,6 +13,8 @@ pub mod config;
 pub mod error;
 pub mod fhir;
 pub mod fhirpath;
+pub mod metrics;
+pub mod openapi;
 pub mod search;
 pub mod service;
 pub mod store;

@@ -20,6 +20,8 @@ enum Command {
     /// Manage backend-service clients (SMART Backend Services).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Print the OpenAPI document (what `openapi/openapi.json` holds and `/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +145,10 @@ fn print_welcome(settings: &Settings, port: u16) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Openapi => {
+            print!("{}", pivot_fhir::openapi::document_json());
+            ExitCode::SUCCESS
+        }
         Command::Client(ClientCommand::Add {
             client_id,
             jwks,

@@ -14,6 +14,7 @@ mod history;
 mod hostile;
 mod jwks;
 mod migrations;
+mod operability;
 mod patch;
 mod protocol;
 mod real_clients;
