@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod fhir;
 pub mod fhirpath;
+pub mod import;
 pub mod metrics;
 pub mod openapi;
 pub mod search;

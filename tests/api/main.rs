@@ -12,6 +12,7 @@ mod durability;
 mod examples;
 mod history;
 mod hostile;
+mod import;
 mod jwks;
 mod migrations;
 mod operability;
