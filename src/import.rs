@@ -227,7 +227,7 @@ fn rewrite_references(
 }
 
 /// Writes one resource as the REST API would: update (as create) with its id, else create.
-fn write_one(
+pub fn write_one(
     conn: &mut AnyConnection,
     registry: &crate::search::registry::Registry,
     resource: Map<String, Value>,

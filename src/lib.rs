@@ -17,6 +17,7 @@ pub mod import;
 pub mod metrics;
 pub mod openapi;
 pub mod search;
+pub mod seed;
 pub mod service;
 pub mod store;
 pub mod telemetry;

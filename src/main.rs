@@ -23,6 +23,15 @@ enum Command {
     /// Load NDJSON files (one resource a line) or Bundle JSON files, or folders of them, into
     /// the database: validated and indexed like REST writes; resumable; failures summarized.
     Import(ImportArgs),
+    /// Fill the database with a demo program: regions, Pivot Entities, CBOs, practices,
+    /// recipients, screenings, care plans and referrals in every status.
+    Seed {
+        /// The demo program (the only data set).
+        #[arg(long, required = true)]
+        demo: bool,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
+        database_url: String,
+    },
     /// Print the OpenAPI document (what `openapi/openapi.json` holds and `/openapi.json` serves).
     Openapi,
 }
@@ -221,6 +230,31 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Seed {
+            demo: _,
+            database_url,
+        } => {
+            let seeded = pivot_fhir::store::Store::open(&database_url, 2).and_then(|store| {
+                let (registry, _) = store
+                    .blocking(pivot_fhir::service::search_parameters::load)
+                    .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
+                pivot_fhir::seed::seed(&store, &registry)
+            });
+            match seeded {
+                Ok(0) => {
+                    eprintln!("the demo program is already in the database: nothing written");
+                    ExitCode::SUCCESS
+                }
+                Ok(n) => {
+                    eprintln!("seeded the demo program: {n} resources");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("pivot-fhir: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Openapi => {
             print!("{}", pivot_fhir::openapi::document_json());
             ExitCode::SUCCESS

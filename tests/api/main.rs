@@ -22,6 +22,7 @@ mod real_clients;
 mod referrals;
 mod reindex;
 mod search;
+mod seed;
 mod subscriptions;
 mod terminology;
 mod validation;
