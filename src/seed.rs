@@ -164,7 +164,7 @@ fn organization(id: &str, name: &str, kind: &str, region: Option<usize>, extra: 
 
 /// The demo program, in an order where every reference points to something already written.
 pub fn program() -> Vec<Value> {
-    let mut dice = Dice(0x5eed_0f_d3_40);
+    let mut dice = Dice(0x5eed_f0d3);
     let mut out = Vec::new();
     for region in 1..=7 {
         out.push(organization(

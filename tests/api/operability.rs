@@ -148,3 +148,21 @@ async fn request_ids_are_echoed_or_generated(app: TestApp) {
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(body(health).await["database"], "up");
 }
+
+backend_tests!(concurrent_reindex_calls_all_succeed);
+
+/// Found by the API fuzz run: two first `$reindex` calls at once both inserted the shared
+/// search-parameter version on PostgreSQL, and one answered 500.
+async fn concurrent_reindex_calls_all_succeed(app: TestApp) {
+    let calls = (0..8).map(|i| {
+        let path = if i % 2 == 0 {
+            "Patient/$reindex"
+        } else {
+            "$reindex"
+        };
+        send(app.request(Method::POST, path))
+    });
+    for response in futures::future::join_all(calls).await {
+        assert_eq!(response.status().as_u16(), 202, "{}", body(response).await);
+    }
+}
