@@ -162,345 +162,60 @@ use Method::{
 };
 
 /// Every route the server serves.
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
-    r(
-        GET,
-        "/health",
-        "health-live",
-        Health,
-        "Liveness: the process answers",
-    ),
-    r(
-        GET,
-        "/health/ready",
-        "health-ready",
-        Health,
-        "Readiness: the database answers",
-    ),
-    r(
-        GET,
-        "/metrics",
-        "metrics",
-        Document("text/plain; version=0.0.4"),
-        "Prometheus metrics",
-    ),
-    r(
-        GET,
-        "/openapi.json",
-        "openapi",
-        Document("application/json"),
-        "This OpenAPI document",
-    ),
-    r(
-        GET,
-        "/.well-known/smart-configuration",
-        "smart-configuration",
-        SmartConfiguration,
-        "SMART App Launch configuration",
-    ),
-    r(
-        GET,
-        "/fhir/.well-known/smart-configuration",
-        "smart-configuration-fhir",
-        SmartConfiguration,
-        "SMART App Launch configuration (under the FHIR base)",
-    ),
-    r(
-        GET,
-        "/auth/jwks",
-        "jwks",
-        Jwks,
-        "The public keys that sign this server's tokens",
-    ),
-    r(
-        POST,
-        "/auth/token",
-        "token",
-        Token,
-        "OAuth 2.0 token endpoint (SMART Backend Services, client_credentials with a signed JWT assertion)",
-    ),
-    r(
-        GET,
-        "/fhir/metadata",
-        "capabilities",
-        Capabilities,
-        "CapabilityStatement",
-    ),
-    r(
-        GET,
-        "/fhir",
-        "search-system",
-        SearchSystem,
-        "Search all resource types",
-    ),
-    r(
-        POST,
-        "/fhir",
-        "batch-transaction",
-        Bundle,
-        "Batch or transaction Bundle",
-    ),
-    r(
-        POST,
-        "/fhir/$reindex",
-        "reindex-all",
-        OperationPost,
-        "Rebuild the search index of every type (asynchronous job)",
-    ),
-    r(
-        GET,
-        "/fhir/_job/{id}",
-        "job-status",
-        JobStatus,
-        "Status of an asynchronous job",
-    ),
-    r(
-        DELETE,
-        "/fhir/_job/{id}",
-        "job-cancel",
-        JobCancel,
-        "Cancel an asynchronous job",
-    ),
-    r(
-        GET,
-        "/fhir/_history",
-        "history-system",
-        History,
-        "History of all resources",
-    ),
-    r(
-        GET,
-        "/fhir/AuditEvent",
-        "audit-search",
-        SearchType,
-        "Search the audit trail (administrators)",
-    ),
-    r(
-        GET,
-        "/fhir/AuditEvent/_search",
-        "audit-search-get",
-        SearchType,
-        "Search the audit trail (administrators)",
-    ),
-    r(
-        GET,
-        "/fhir/AuditEvent/{id}",
-        "audit-read",
-        Read,
-        "Read an audit event (administrators)",
-    ),
-    r(
-        GET,
-        "/fhir/{type}",
-        "search-type",
-        SearchType,
-        "Search a resource type",
-    ),
-    r(
-        POST,
-        "/fhir/{type}",
-        "create",
-        Create,
-        "Create a resource (conditional with If-None-Exist)",
-    ),
-    r(
-        PUT,
-        "/fhir/{type}",
-        "update-conditional",
-        ConditionalUpdate,
-        "Conditional update",
-    ),
-    r(
-        PATCH,
-        "/fhir/{type}",
-        "patch-conditional",
-        ConditionalPatch,
-        "Conditional patch",
-    ),
-    r(
-        DELETE,
-        "/fhir/{type}",
-        "delete-conditional",
-        ConditionalDelete,
-        "Conditional delete",
-    ),
-    r(
-        POST,
-        "/fhir/{type}/$reindex",
-        "reindex-type",
-        OperationPost,
-        "Rebuild the search index of one type (asynchronous job)",
-    ),
-    r(
-        GET,
-        "/fhir/ValueSet/$expand",
-        "valueset-expand",
-        OperationGet(EXPAND),
-        "Expand a ValueSet",
-    ),
-    r(
-        POST,
-        "/fhir/ValueSet/$expand",
-        "valueset-expand-post",
-        OperationPost,
-        "Expand a ValueSet",
-    ),
-    r(
-        GET,
-        "/fhir/ValueSet/$validate-code",
-        "valueset-validate-code",
-        OperationGet(VALIDATE_CODE),
-        "Is a code in a ValueSet",
-    ),
-    r(
-        POST,
-        "/fhir/ValueSet/$validate-code",
-        "valueset-validate-code-post",
-        OperationPost,
-        "Is a code in a ValueSet",
-    ),
-    r(
-        GET,
-        "/fhir/CodeSystem/$lookup",
-        "codesystem-lookup",
-        OperationGet(LOOKUP),
-        "Look up a code",
-    ),
-    r(
-        POST,
-        "/fhir/CodeSystem/$lookup",
-        "codesystem-lookup-post",
-        OperationPost,
-        "Look up a code",
-    ),
-    r(
-        GET,
-        "/fhir/ValueSet/{id}/$expand",
-        "valueset-expand-instance",
-        OperationGet(EXPAND),
-        "Expand a stored ValueSet",
-    ),
-    r(
-        POST,
-        "/fhir/ValueSet/{id}/$expand",
-        "valueset-expand-instance-post",
-        OperationPost,
-        "Expand a stored ValueSet",
-    ),
-    r(
-        GET,
-        "/fhir/ValueSet/{id}/$validate-code",
-        "valueset-validate-code-instance",
-        OperationGet(VALIDATE_CODE),
-        "Is a code in a stored ValueSet",
-    ),
-    r(
-        POST,
-        "/fhir/ValueSet/{id}/$validate-code",
-        "valueset-validate-code-instance-post",
-        OperationPost,
-        "Is a code in a stored ValueSet",
-    ),
-    r(
-        POST,
-        "/fhir/{type}/$validate",
-        "validate-type",
-        OperationPost,
-        "Validate a resource",
-    ),
-    r(
-        GET,
-        "/fhir/{type}/{id}/$validate",
-        "validate-instance",
-        OperationGet(VALIDATE),
-        "Validate a stored resource",
-    ),
-    r(
-        POST,
-        "/fhir/{type}/{id}/$validate",
-        "validate-instance-post",
-        OperationPost,
-        "Validate a stored resource",
-    ),
-    r(
-        POST,
-        "/fhir/{type}/_search",
-        "search-type-post",
-        SearchTypePost,
-        "Search a resource type (form body)",
-    ),
-    r(
-        GET,
-        "/fhir/{type}/_search",
-        "search-type-get",
-        SearchType,
-        "Search a resource type",
-    ),
-    r(
-        GET,
-        "/fhir/{type}/_history",
-        "history-type",
-        History,
-        "History of a resource type",
-    ),
+    r(GET, "/health", "health-live", Health, "Liveness: the process answers"),
+    r(GET, "/health/ready", "health-ready", Health, "Readiness: the database answers"),
+    r(GET, "/metrics", "metrics", Document("text/plain; version=0.0.4"), "Prometheus metrics"),
+    r(GET, "/openapi.json", "openapi", Document("application/json"), "This OpenAPI document"),
+    r(GET, "/docs", "docs-redirect", Document("text/html"), "Redirects to the API docs page"),
+    r(GET, "/docs/{tail:.*}", "docs", Document("text/html"), "API docs page (Swagger UI) and its files"),
+    r(GET, "/.well-known/smart-configuration", "smart-configuration", SmartConfiguration, "SMART App Launch configuration"),
+    r(GET, "/fhir/.well-known/smart-configuration", "smart-configuration-fhir", SmartConfiguration, "SMART App Launch configuration (under the FHIR base)"),
+    r(GET, "/auth/jwks", "jwks", Jwks, "The public keys that sign this server's tokens"),
+    r(POST, "/auth/token", "token", Token, "OAuth 2.0 token endpoint (SMART Backend Services, client_credentials with a signed JWT assertion)"),
+    r(GET, "/fhir/metadata", "capabilities", Capabilities, "CapabilityStatement"),
+    r(GET, "/fhir", "search-system", SearchSystem, "Search all resource types"),
+    r(POST, "/fhir", "batch-transaction", Bundle, "Batch or transaction Bundle"),
+    r(POST, "/fhir/$reindex", "reindex-all", OperationPost, "Rebuild the search index of every type (asynchronous job)"),
+    r(GET, "/fhir/_job/{id}", "job-status", JobStatus, "Status of an asynchronous job"),
+    r(DELETE, "/fhir/_job/{id}", "job-cancel", JobCancel, "Cancel an asynchronous job"),
+    r(GET, "/fhir/_history", "history-system", History, "History of all resources"),
+    r(GET, "/fhir/AuditEvent", "audit-search", SearchType, "Search the audit trail (administrators)"),
+    r(GET, "/fhir/AuditEvent/_search", "audit-search-get", SearchType, "Search the audit trail (administrators)"),
+    r(GET, "/fhir/AuditEvent/{id}", "audit-read", Read, "Read an audit event (administrators)"),
+    r(GET, "/fhir/{type}", "search-type", SearchType, "Search a resource type"),
+    r(POST, "/fhir/{type}", "create", Create, "Create a resource (conditional with If-None-Exist)"),
+    r(PUT, "/fhir/{type}", "update-conditional", ConditionalUpdate, "Conditional update"),
+    r(PATCH, "/fhir/{type}", "patch-conditional", ConditionalPatch, "Conditional patch"),
+    r(DELETE, "/fhir/{type}", "delete-conditional", ConditionalDelete, "Conditional delete"),
+    r(POST, "/fhir/{type}/$reindex", "reindex-type", OperationPost, "Rebuild the search index of one type (asynchronous job)"),
+    r(GET, "/fhir/ValueSet/$expand", "valueset-expand", OperationGet(EXPAND), "Expand a ValueSet"),
+    r(POST, "/fhir/ValueSet/$expand", "valueset-expand-post", OperationPost, "Expand a ValueSet"),
+    r(GET, "/fhir/ValueSet/$validate-code", "valueset-validate-code", OperationGet(VALIDATE_CODE), "Is a code in a ValueSet"),
+    r(POST, "/fhir/ValueSet/$validate-code", "valueset-validate-code-post", OperationPost, "Is a code in a ValueSet"),
+    r(GET, "/fhir/CodeSystem/$lookup", "codesystem-lookup", OperationGet(LOOKUP), "Look up a code"),
+    r(POST, "/fhir/CodeSystem/$lookup", "codesystem-lookup-post", OperationPost, "Look up a code"),
+    r(GET, "/fhir/ValueSet/{id}/$expand", "valueset-expand-instance", OperationGet(EXPAND), "Expand a stored ValueSet"),
+    r(POST, "/fhir/ValueSet/{id}/$expand", "valueset-expand-instance-post", OperationPost, "Expand a stored ValueSet"),
+    r(GET, "/fhir/ValueSet/{id}/$validate-code", "valueset-validate-code-instance", OperationGet(VALIDATE_CODE), "Is a code in a stored ValueSet"),
+    r(POST, "/fhir/ValueSet/{id}/$validate-code", "valueset-validate-code-instance-post", OperationPost, "Is a code in a stored ValueSet"),
+    r(POST, "/fhir/{type}/$validate", "validate-type", OperationPost, "Validate a resource"),
+    r(GET, "/fhir/{type}/{id}/$validate", "validate-instance", OperationGet(VALIDATE), "Validate a stored resource"),
+    r(POST, "/fhir/{type}/{id}/$validate", "validate-instance-post", OperationPost, "Validate a stored resource"),
+    r(POST, "/fhir/{type}/_search", "search-type-post", SearchTypePost, "Search a resource type (form body)"),
+    r(GET, "/fhir/{type}/_search", "search-type-get", SearchType, "Search a resource type"),
+    r(GET, "/fhir/{type}/_history", "history-type", History, "History of a resource type"),
     r(GET, "/fhir/{type}/{id}", "read", Read, "Read a resource"),
-    r(
-        HEAD,
-        "/fhir/{type}/{id}",
-        "read-head",
-        Read,
-        "Read a resource's headers",
-    ),
-    r(
-        PUT,
-        "/fhir/{type}/{id}",
-        "update",
-        Update,
-        "Update (or create with a client id)",
-    ),
-    r(
-        PATCH,
-        "/fhir/{type}/{id}",
-        "patch",
-        Patch,
-        "Patch (JSON Patch, FHIRPath Patch or JSON Merge Patch)",
-    ),
+    r(HEAD, "/fhir/{type}/{id}", "read-head", Read, "Read a resource's headers"),
+    r(PUT, "/fhir/{type}/{id}", "update", Update, "Update (or create with a client id)"),
+    r(PATCH, "/fhir/{type}/{id}", "patch", Patch, "Patch (JSON Patch, FHIRPath Patch or JSON Merge Patch)"),
     r(DELETE, "/fhir/{type}/{id}", "delete", Delete, "Delete"),
-    r(
-        GET,
-        "/fhir/Subscription/{id}/$events",
-        "subscription-events",
-        OperationGet(EVENTS),
-        "Past notifications of a topic-based Subscription",
-    ),
-    r(
-        GET,
-        "/fhir/{type}/{id}/_history",
-        "history-instance",
-        History,
-        "History of a resource",
-    ),
-    r(
-        GET,
-        "/fhir/{compartment}/{id}/{type}",
-        "search-compartment",
-        SearchCompartment,
-        "Search in a Patient compartment",
-    ),
-    r(
-        GET,
-        "/fhir/{type}/{id}/_history/{version}",
-        "vread",
-        Vread,
-        "Read a version",
-    ),
-    r(
-        HEAD,
-        "/fhir/{type}/{id}/_history/{version}",
-        "vread-head",
-        Vread,
-        "Read a version's headers",
-    ),
+    r(GET, "/fhir/Subscription/{id}/$events", "subscription-events", OperationGet(EVENTS), "Past notifications of a topic-based Subscription"),
+    r(GET, "/fhir/{type}/{id}/_history", "history-instance", History, "History of a resource"),
+    r(GET, "/fhir/{compartment}/{id}/{type}", "search-compartment", SearchCompartment, "Search in a Patient compartment"),
+    r(GET, "/fhir/{type}/{id}/_history/{version}", "vread", Vread, "Read a version"),
+    r(HEAD, "/fhir/{type}/{id}/_history/{version}", "vread-head", Vread, "Read a version's headers"),
 ];
 
 /// `(method, actix route pattern)` → operationId, for the metrics' `interaction` label.
@@ -530,6 +245,18 @@ pub fn normalize(path: &str) -> String {
     } else {
         trimmed.to_string()
     }
+}
+
+/// A route pattern as an OpenAPI path: `{tail:.*}` is `{tail}`.
+fn openapi_path(pattern: &str) -> String {
+    normalize(pattern)
+        .split('/')
+        .map(|segment| match segment.split_once(':') {
+            Some((name, _)) if segment.starts_with('{') => format!("{name}}}"),
+            _ => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 const FHIR_JSON: &str = "application/fhir+json";
@@ -563,6 +290,7 @@ fn path_param(name: &str) -> ParameterBuilder {
             "Logical id",
         ),
         "version" => (string().pattern(Some("^[0-9]{1,18}$")).into(), "Version id"),
+        "tail" => (string().into(), "A file of the page, e.g. index.html"),
         _ => (string().into(), ""),
     };
     ParameterBuilder::new()
@@ -696,7 +424,11 @@ fn describe(route: &Route) -> OperationBuilder {
         .operation_id(Some(route.id))
         .summary(Some(route.summary));
     for segment in route.path.split('/') {
-        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+        if let Some(name) = segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .map(|s| s.split(':').next().unwrap_or(s))
+        {
             op = op.parameter_ref(Ref::new(format!("#/components/parameters/{name}")));
         }
     }
@@ -1162,7 +894,7 @@ fn components() -> utoipa::openapi::Components {
                  (private_key_jwt) at /auth/token",
             )),
         );
-    for name in ["type", "compartment", "id", "version"] {
+    for name in ["type", "compartment", "id", "version", "tail"] {
         components = components.parameter(name, RefOr::T(path_param(name).build()));
     }
     for (code, description) in ERRORS {
@@ -1180,7 +912,7 @@ fn components() -> utoipa::openapi::Components {
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
     for route in ROUTES {
-        let path = normalize(route.path);
+        let path = openapi_path(route.path);
         let item = PathItem::new(route.method.http(), describe(route));
         match paths.paths.get_mut(&path) {
             Some(existing) => existing.merge_operations(item),
@@ -1361,6 +1093,8 @@ mod tests {
         );
         assert_eq!(interaction_of("POST", "/fhir/"), Some("batch-transaction"));
         assert_eq!(interaction_of("GET", "/nowhere"), None);
+        assert_eq!(interaction_of("GET", "/docs/{tail:.*}"), Some("docs"));
+        assert_eq!(openapi_path("/docs/{tail:.*}"), "/docs/{tail}");
     }
 
     #[test]

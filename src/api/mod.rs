@@ -83,6 +83,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/docs")
+            .route(web::get().to(docs_redirect))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/docs/{tail:.*}")
+            .route(web::get().to(docs_file))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/auth/jwks")
             .route(web::get().to(smart::jwks))
             .default_service(web::to(method_not_allowed)),
@@ -242,6 +252,32 @@ async fn openapi_document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(DOCUMENT.as_str())
+}
+
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header(("Location", "/docs/"))
+        .finish()
+}
+
+/// `GET /docs/…`: Swagger UI over `/openapi.json`, its files compiled into the binary.
+async fn docs_file(tail: web::Path<String>) -> Result<HttpResponse, FhirError> {
+    static CONFIG: std::sync::LazyLock<std::sync::Arc<utoipa_swagger_ui::Config<'static>>> =
+        std::sync::LazyLock::new(|| {
+            std::sync::Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"))
+        });
+    match utoipa_swagger_ui::serve(&tail, CONFIG.clone()) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(file.content_type);
+            if file.gzpipped {
+                response.insert_header(("Content-Encoding", "gzip"));
+            }
+            Ok(response.body(file.bytes.into_owned()))
+        }
+        Ok(None) => Err(FhirError::NotFound(format!("No file /docs/{tail}"))),
+        Err(err) => Err(FhirError::Internal(anyhow::anyhow!("docs: {err}"))),
+    }
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, FhirError> {

@@ -8,6 +8,7 @@ mod bundles;
 mod concurrency;
 mod conditional;
 mod crud;
+mod docs;
 mod durability;
 mod examples;
 mod history;
