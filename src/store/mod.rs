@@ -12,6 +12,7 @@ pub mod resources;
 pub mod schema;
 pub mod search;
 pub mod sql;
+pub mod stats;
 pub mod subscriptions;
 
 use std::time::Duration;
@@ -400,6 +401,22 @@ impl Store {
     }
 
     /// Whether the database answers (readiness).
+    /// The connection pools: (name, connections open, idle, most allowed). On PostgreSQL the
+    /// readers and writers are one pool.
+    pub fn pool_states(&self) -> Vec<(&'static str, u32, u32, u32)> {
+        let state = |pool: &Pool| {
+            let s = pool.state();
+            (s.connections, s.idle_connections, pool.max_size())
+        };
+        let (open, idle, max) = state(&self.readers);
+        let mut pools = vec![("readers", open, idle, max)];
+        if self.backend == Backend::Sqlite {
+            let (open, idle, max) = state(&self.writers);
+            pools.push(("writer", open, idle, max));
+        }
+        pools
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify))
             .await
