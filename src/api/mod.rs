@@ -104,6 +104,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(operation::reindex::cancel))
                     .default_service(web::to(method_not_allowed)),
             )
+            // Patient/[id]/$everything and Bulk Data $export (before the generic type routes)
+            .service(
+                web::resource("/Patient/{id}/$everything")
+                    .route(web::get().to(operation::everything::patient_everything))
+                    .route(web::post().to(operation::everything::patient_everything))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .service(
                 web::resource("/_history")
                     .route(web::get().to(history::system_history))

@@ -323,6 +323,24 @@ fn parse_include(
     })
 }
 
+/// The member parameters of each type in the Patient compartment.
+static MEMBERS: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
+    std::sync::LazyLock::new(|| {
+        serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default()
+    });
+
+/// The types in the Patient compartment, Patient first, the others in name order.
+pub fn patient_compartment_types() -> Vec<String> {
+    let mut types: Vec<String> = MEMBERS
+        .keys()
+        .filter(|t| *t != "Patient")
+        .cloned()
+        .collect();
+    types.sort();
+    types.insert(0, "Patient".to_string());
+    types
+}
+
 /// The conditions placing a resource of `resource_type` in the compartment of
 /// `Patient/{patient_id}` (compartmentdefinition-patient): any of its member parameters refers
 /// to the patient. `None` when the type is not in the compartment.
@@ -331,10 +349,6 @@ pub fn patient_compartment(
     resource_type: &str,
     patient_id: &str,
 ) -> Option<Condition> {
-    static MEMBERS: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
-        std::sync::LazyLock::new(|| {
-            serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default()
-        });
     if resource_type == "Patient" {
         return Some(Condition::Id(vec![patient_id.to_string()]));
     }

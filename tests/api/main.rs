@@ -9,6 +9,7 @@ mod concurrency;
 mod conditional;
 mod crud;
 mod durability;
+mod everything;
 mod examples;
 mod history;
 mod hostile;

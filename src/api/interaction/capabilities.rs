@@ -89,6 +89,10 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                     .collect();
                 supported.push(format!("{BACKPORT}/backport-subscription"));
             }
+            let operations = type_operations(resource_type);
+            if !operations.is_empty() {
+                entry["operation"] = json!(operations);
+            }
             // FHIR JSON has no empty arrays
             if !supported.is_empty() {
                 entry["supportedProfile"] = json!(supported);
@@ -127,6 +131,16 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
             ],
         }],
     })
+}
+
+/// The operations on one resource type (`CapabilityStatement.rest.resource.operation`).
+fn type_operations(resource_type: &str) -> Vec<Value> {
+    match resource_type {
+        "Patient" => vec![
+            json!({ "name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything" }),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// The program's resource profiles (not its extensions): (resource type, canonical URL).
