@@ -112,6 +112,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/$export")
+                    .route(web::get().to(operation::export::export_system))
+                    .route(web::post().to(operation::export::export_system))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Patient/$export")
+                    .route(web::get().to(operation::export::export_patients))
+                    .route(web::post().to(operation::export::export_patients))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Group/{id}/$export")
+                    .route(web::get().to(operation::export::export_group))
+                    .route(web::post().to(operation::export::export_group))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_export/{id}")
+                    .route(web::get().to(operation::export::status))
+                    .route(web::delete().to(operation::export::cancel))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_export/{id}/{file}")
+                    .route(web::get().to(operation::export::file))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/_history")
                     .route(web::get().to(history::system_history))
                     .default_service(web::to(method_not_allowed)),

@@ -369,3 +369,45 @@ pub fn patient_compartment(
         .collect();
     Some(Condition::AnyOf(conditions))
 }
+
+/// The conditions placing a resource of `resource_type` in the compartment of one of
+/// `patient_ids` (`None`: of any patient that exists). `None` when the type is not in the
+/// compartment.
+pub fn patients_compartment(
+    registry: &Registry,
+    resource_type: &str,
+    patient_ids: Option<&[String]>,
+) -> Option<Condition> {
+    if resource_type == "Patient" {
+        return Some(match patient_ids {
+            Some(ids) => Condition::Id(ids.to_vec()),
+            None => Condition::AllOf(Vec::new()),
+        });
+    }
+    let params = MEMBERS.get(resource_type)?;
+    let conditions: Vec<Condition> = params
+        .iter()
+        .filter_map(|code| registry.get(resource_type, code).cloned())
+        .filter(|param| param.kind == ParamType::Reference)
+        .map(|param| match patient_ids {
+            Some(ids) => Condition::Match {
+                param,
+                modifier: super::query::Modifier::None,
+                values: ids
+                    .iter()
+                    .map(|id| SearchValue::Reference {
+                        target_type: Some("Patient".into()),
+                        id: Some(id.clone()),
+                        url: None,
+                    })
+                    .collect(),
+            },
+            // refers to a Patient that exists: a chain to any current Patient
+            None => Condition::Chain {
+                param,
+                targets: vec![("Patient".to_string(), Condition::AllOf(Vec::new()))],
+            },
+        })
+        .collect();
+    Some(Condition::AnyOf(conditions))
+}

@@ -11,6 +11,7 @@ mod crud;
 mod durability;
 mod everything;
 mod examples;
+mod export;
 mod history;
 mod hostile;
 mod jwks;
