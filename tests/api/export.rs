@@ -53,6 +53,7 @@ export_tests!(
     files_are_deleted_after_retention,
     export_round_trips_into_an_empty_server,
     a_queued_job_survives_a_restart,
+    a_dead_nodes_job_is_taken_over_after_its_lease,
 );
 
 const SDOH: &str = "http://terminology.hl7.org/CodeSystem/observation-category|sdoh";
@@ -877,4 +878,102 @@ async fn a_queued_job_survives_a_restart(backend: Backend) {
             let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         }
     }
+}
+
+/// Sets columns of the job row, as a node that died mid-job left it.
+fn set_job(store: &pivot_fhir::store::Store, id: &str, assignments: &str) {
+    use diesel::RunQueryDsl;
+    let sql = format!("UPDATE jobs SET {assignments} WHERE id = '{id}'");
+    store
+        .blocking_write(|conn| {
+            diesel::sql_query(&sql).execute(conn)?;
+            Ok::<_, pivot_fhir::store::StoreError>(())
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+}
+
+async fn a_dead_nodes_job_is_taken_over_after_its_lease(backend: Backend) {
+    // this node takes kick-offs but runs no exports
+    let Some(app) = TestApp::spawn_with(backend, |settings| {
+        settings.exports.export_workers = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    seed(&app).await;
+    let status_url = kick_off(&app, "$export?_type=Patient,Observation").await;
+    let job = status_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // another node was running it, had finished Patient, and died in Observation
+    let dir = app.data_dir.join("exports").join(&job);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{err}"));
+    let patients = body(app.get("Patient?_count=100").await).await;
+    let lines: Vec<String> = patients["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"].to_string())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    std::fs::write(dir.join("Patient.ndjson"), lines.join("\n") + "\n")
+        .unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(dir.join("Observation.ndjson.dead.part"), "{\"half\":")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let store = pivot_fhir::store::Store::open(&app.database_url, 2)
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    let far_future = pivot_fhir::fhir::instant::now_micros() + 3_600_000_000;
+    set_job(
+        &store,
+        &job,
+        &format!(
+            "status = 'running', cursor = 1, processed = 3, \
+             result = '[{{\"type\":\"Patient\",\"count\":3}}]', updated_at = {far_future}"
+        ),
+    );
+    // a second node with a 1-second lease
+    let mut settings = pivot_fhir::Settings::new("127.0.0.1:0", app.database_url.clone());
+    settings.data_dir = Some(app.data_dir.clone());
+    settings.workers = Some(1);
+    settings.db_pool_size = 2;
+    settings.exports.export_poll_ms = 50;
+    settings.exports.export_lease_seconds = 1;
+    let second = pivot_fhir::Application::build(&settings)
+        .unwrap_or_else(|err| panic!("the second node did not start: {err:#}"));
+    let second_handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    // while the lease is held, nobody else runs the job
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = app.get(&status_url).await;
+    assert_eq!(held.status().as_u16(), 202);
+    assert_eq!(
+        header(&held, "x-progress"),
+        "1 of 2 types done, 3 resources"
+    );
+    let by_state = store
+        .blocking(|conn| pivot_fhir::store::jobs::count_by_state(conn, "export"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(by_state, vec![("running".to_string(), 1)]);
+    // the lease runs out (its node is dead): the second node goes on from Observation
+    let expired = pivot_fhir::fhir::instant::now_micros() - 60_000_000;
+    set_job(&store, &job, &format!("updated_at = {expired}"));
+    let manifest = wait_for(&app, &status_url).await;
+    assert_eq!(
+        counts(&manifest),
+        BTreeMap::from([("Observation".to_string(), 5), ("Patient".to_string(), 3)])
+    );
+    let files = download(&app, &manifest).await;
+    assert_eq!(files["Patient"].len(), 3);
+    assert!(
+        !dir.join("Observation.ndjson.dead.part").exists(),
+        "leftovers removed"
+    );
+    let by_state = store
+        .blocking(|conn| pivot_fhir::store::jobs::count_by_state(conn, "export"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(by_state, vec![("completed".to_string(), 1)]);
+    second_handle.stop(false).await;
 }
