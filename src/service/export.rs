@@ -36,8 +36,8 @@ use crate::store::{AnyConnection, Store};
 pub const KIND: &str = "export";
 /// Resources read and written per batch (each batch renews the lease).
 const BATCH: i64 = 1000;
-/// Group members per query.
-const MEMBER_CHUNK: usize = 500;
+/// Group members per query (each is an OR of the query; SQLite limits expression depth).
+const MEMBER_CHUNK: usize = 200;
 /// The output formats a client may ask for; all mean newline-delimited FHIR JSON.
 pub const OUTPUT_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
@@ -848,4 +848,24 @@ fn write_batch(
         next,
         seen,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_type_filters;
+
+    #[test]
+    fn type_filters_split_only_where_a_query_starts() {
+        assert_eq!(
+            split_type_filters("Observation?category=a,b,Condition?subject=Patient/p1"),
+            vec![
+                "Observation?category=a,b".to_string(),
+                "Condition?subject=Patient/p1".to_string()
+            ]
+        );
+        assert_eq!(
+            split_type_filters("Observation?code=x"),
+            vec!["Observation?code=x".to_string()]
+        );
+    }
 }

@@ -54,6 +54,7 @@ export_tests!(
     export_round_trips_into_an_empty_server,
     a_queued_job_survives_a_restart,
     a_dead_nodes_job_is_taken_over_after_its_lease,
+    a_large_group_is_exported_once_per_resource,
 );
 
 const SDOH: &str = "http://terminology.hl7.org/CodeSystem/observation-category|sdoh";
@@ -976,4 +977,56 @@ async fn a_dead_nodes_job_is_taken_over_after_its_lease(backend: Backend) {
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(by_state, vec![("completed".to_string(), 1)]);
     second_handle.stop(false).await;
+}
+
+async fn a_large_group_is_exported_once_per_resource(backend: Backend) {
+    let Some(app) = spawn(backend, 3600).await else {
+        return;
+    };
+    // more members than one query takes (200), and an appointment of two members that fall
+    // in different chunks
+    let entries: Vec<Value> = (0..620)
+        .map(|n| {
+            json!({"resource":{"resourceType":"Patient","id":format!("m{n}")},
+                   "request":{"method":"PUT","url":format!("Patient/m{n}")}})
+        })
+        .collect();
+    let response = app
+        .post(
+            "",
+            &json!({"resourceType":"Bundle","type":"transaction","entry":entries}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    app.put(
+        "Patient/outsider",
+        &json!({"resourceType":"Patient","id":"outsider"}),
+    )
+    .await;
+    app.put(
+        "Appointment/a1",
+        &json!({"resourceType":"Appointment","id":"a1","status":"booked","participant":[
+            {"actor":{"reference":"Patient/m3"},"status":"accepted"},
+            {"actor":{"reference":"Patient/m610"},"status":"accepted"}]}),
+    )
+    .await;
+    let members: Vec<Value> = (0..620)
+        .map(|n| json!({"entity":{"reference":format!("Patient/m{n}")}}))
+        .collect();
+    app.put(
+        "Group/big",
+        &json!({"resourceType":"Group","id":"big","type":"person","actual":true,"member":members}),
+    )
+    .await;
+    let manifest = wait_for(
+        &app,
+        &kick_off(&app, "Group/big/$export?_type=Patient,Appointment").await,
+    )
+    .await;
+    assert_eq!(
+        counts(&manifest),
+        BTreeMap::from([("Appointment".to_string(), 1), ("Patient".to_string(), 620)])
+    );
+    let files = download(&app, &manifest).await;
+    assert!(!ids(&files["Patient"]).contains("outsider"));
 }
