@@ -251,13 +251,3 @@ pub fn count_by_state(
         .order(jobs::status)
         .load(conn)?)
 }
-
-/// The resource types that have current resources.
-pub fn present_types(conn: &mut AnyConnection) -> Result<Vec<String>, StoreError> {
-    Ok(resources::table
-        .filter(resources::deleted.eq(0))
-        .select(resources::resource_type)
-        .distinct()
-        .order(resources::resource_type)
-        .load(conn)?)
-}
