@@ -2,7 +2,7 @@
 # Start-up time of the release server with all definitions loaded: from launch until
 # /health/ready answers 200, on a fresh database (definitions compiled and the program's
 # artefacts stored) and again on the same database (nothing to store). Then the cost of
-# validation itself (`validation_speed`, a test run in release).
+# validation itself (benches/validation.rs).
 # Usage: bench/startup.sh sqlite|postgres (PostgreSQL needs DATABASE_URL).
 set -euo pipefail
 backend=${1:-sqlite}
@@ -40,4 +40,4 @@ start_once() {
 }
 start_once fresh
 start_once restart
-cargo test --release -q --lib validation_speed -- --ignored --nocapture 2>/dev/null | grep -E "compiled|µs"
+cargo bench -q --bench validation 2>/dev/null | grep -E "compiled|µs"

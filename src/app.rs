@@ -60,7 +60,11 @@ impl Application {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "definitions compiled"
         );
-        let store = Store::open(&settings.database_url, settings.db_pool_size)?;
+        let store = Store::open_with_timeout(
+            &settings.database_url,
+            settings.db_pool_size,
+            std::time::Duration::from_secs(settings.statement_timeout_seconds),
+        )?;
         let listener = TcpListener::bind(address)
             .map_err(|err| anyhow::anyhow!("cannot listen on {address}: {err}"))?;
         let port = listener.local_addr()?.port();
@@ -74,6 +78,7 @@ impl Application {
         tracing::info!(loaded, "program definitions stored");
         let registry = Arc::new(RegistryHandle::new(registry, version));
         let (audit, audit_queue) = crate::service::audit::trail();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let state = web::Data::new(AppState {
             audit,
             store: store.clone(),
@@ -84,6 +89,7 @@ impl Application {
             max_bundle_entries: settings.max_bundle_entries,
             started_at: format_instant(now_micros()),
             referral_overdue_days: settings.referrals.referral_overdue_days,
+            metrics: metrics.clone(),
         });
         let exports =
             crate::service::export::ExportConfig::new(&settings.data_dir(), &settings.exports);
@@ -103,6 +109,8 @@ impl Application {
                         Ok(response)
                     }
                 })
+                // outermost: request id, log line and metrics for every request
+                .wrap_fn(observe)
                 .configure(api::routes)
         })
         .listen(listener)?
@@ -179,6 +187,68 @@ impl Application {
         }
         result
     }
+}
+
+/// Gives each request an `X-Request-Id` (the client's, or a new one) that every log line of the
+/// request carries and the response echoes; logs one line per request (route pattern, never the
+/// path or query, which may hold identifiers or search values) and counts it for `/metrics`.
+fn observe<S>(
+    req: actix_web::dev::ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    use tracing::Instrument;
+    let request_id = crate::metrics::request_id(
+        req.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let started = std::time::Instant::now();
+    let response = {
+        let _entered = span.enter();
+        service.call(req)
+    };
+    async move {
+        let in_flight = metrics.as_ref().map(|m| m.start());
+        let result = response.await;
+        drop(in_flight);
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut response = result?;
+        let pattern = response.request().match_pattern().unwrap_or_default();
+        let interaction = crate::openapi::interaction_of(&method, &pattern).unwrap_or("unmatched");
+        let resource_type =
+            crate::metrics::resource_type_of(&pattern, response.request().match_info().get("type"));
+        let status = response.status().as_u16();
+        if let Some(metrics) = &metrics {
+            metrics.observe(interaction, &resource_type, status, elapsed);
+        }
+        tracing::info!(
+            interaction,
+            fhir.resource_type = %resource_type,
+            status,
+            elapsed_ms = (elapsed * 1000.0) as u64,
+            "request"
+        );
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                value,
+            );
+        }
+        Ok(response)
+    }
+    .instrument(span)
 }
 
 /// Mode `jwks`: fetches the authorization server's keys at start and then periodically.

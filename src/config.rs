@@ -34,6 +34,11 @@ pub struct Settings {
     #[arg(long, env = "PIVOT_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
 
+    /// PostgreSQL: statements running longer than this many seconds are cancelled, and the
+    /// request gets a `too-costly` OperationOutcome (0: no limit). Migrations are not limited.
+    #[arg(long, env = "PIVOT_STATEMENT_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub statement_timeout_seconds: u64,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "PIVOT_WORKERS")]
     pub workers: Option<usize>,
@@ -211,6 +216,7 @@ impl Settings {
             max_body_bytes: 32 * 1024 * 1024,
             max_bundle_entries: 10_000,
             db_pool_size: 8,
+            statement_timeout_seconds: 30,
             workers: None,
             log_format: "text".into(),
             auth: AuthMode::Local,

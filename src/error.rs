@@ -103,6 +103,10 @@ impl From<StoreError> for FhirError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(message) => FhirError::Unavailable(message),
+            StoreError::TimedOut(_) => FhirError::invalid(Issue::error(
+                "too-costly",
+                "The request ran longer than the server allows; narrow the search",
+            )),
             StoreError::Backend(err) => FhirError::Internal(err.into()),
             StoreError::Other(err) => FhirError::Internal(err),
         }

@@ -20,6 +20,20 @@ enum Command {
     /// Manage backend-service clients (SMART Backend Services).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Load NDJSON files (one resource a line) or Bundle JSON files, or folders of them, into
+    /// the database: validated and indexed like REST writes; resumable; failures summarized.
+    Import(ImportArgs),
+    /// Fill the database with a demo program: regions, Pivot Entities, CBOs, practices,
+    /// recipients, screenings, care plans and referrals in every status.
+    Seed {
+        /// The demo program (the only data set).
+        #[arg(long, required = true)]
+        demo: bool,
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
+        database_url: String,
+    },
+    /// Print the OpenAPI document (what `openapi/openapi.json` holds and `/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +54,71 @@ enum ClientCommand {
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
         database_url: String,
     },
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Files (`*.ndjson`, `*.jsonl`: NDJSON; `*.json`: a Bundle) or folders of them.
+    #[arg(required = true)]
+    paths: Vec<std::path::PathBuf>,
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/pivot.db")]
+    database_url: String,
+    /// Import the files from their start again, forgetting earlier progress and failures.
+    #[arg(long)]
+    restart: bool,
+}
+
+/// Runs `import`: progress on stderr, one NDJSON line per failure on stdout (the file, the
+/// 1-based line or entry and an OperationOutcome), totals on stderr; fails if anything failed.
+fn import(args: &ImportArgs) -> anyhow::Result<bool> {
+    use pivot_fhir::import;
+    let files = import::collect(&args.paths)?;
+    let store = pivot_fhir::store::Store::open(&args.database_url, 2)?;
+    let (registry, _) = store
+        .blocking(pivot_fhir::service::search_parameters::load)
+        .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
+    let canonical: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if args.restart {
+        store
+            .blocking_write(|conn| import::forget(conn, &canonical))
+            .map_err(|err: pivot_fhir::store::StoreError| anyhow::anyhow!("{err}"))?;
+    }
+    let mut totals = import::FileReport::default();
+    for file in &files {
+        let report = import::import_file(&store, &registry, file)?;
+        if report.skipped > 0 {
+            eprintln!(
+                "{}: {} of {} items were done by an earlier run",
+                file.display(),
+                report.skipped,
+                report.total
+            );
+        }
+        totals.total += report.total;
+        totals.skipped += report.skipped;
+        totals.written += report.written;
+        totals.failed += report.failed;
+    }
+    let failures = store
+        .blocking(|conn| import::failures(conn, &canonical))
+        .map_err(|err: pivot_fhir::store::StoreError| anyhow::anyhow!("{err}"))?;
+    for failure in &failures {
+        println!("{}", import::failure_line(failure));
+    }
+    eprintln!(
+        "import: {} files, {} resources written, {} failed ({} failures recorded in all, one \
+         OperationOutcome each on stdout), {} done earlier",
+        files.len(),
+        totals.written,
+        totals.failed,
+        failures.len(),
+        totals.skipped
+    );
+    Ok(failures.is_empty())
 }
 
 #[derive(clap::Args)]
@@ -143,6 +222,43 @@ fn print_welcome(settings: &Settings, port: u16) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Import(args) => match import(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(err) => {
+                eprintln!("pivot-fhir: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Seed {
+            demo: _,
+            database_url,
+        } => {
+            let seeded = pivot_fhir::store::Store::open(&database_url, 2).and_then(|store| {
+                let (registry, _) = store
+                    .blocking(pivot_fhir::service::search_parameters::load)
+                    .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
+                pivot_fhir::seed::seed(&store, &registry)
+            });
+            match seeded {
+                Ok(0) => {
+                    eprintln!("the demo program is already in the database: nothing written");
+                    ExitCode::SUCCESS
+                }
+                Ok(n) => {
+                    eprintln!("seeded the demo program: {n} resources");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("pivot-fhir: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Openapi => {
+            print!("{}", pivot_fhir::openapi::document_json());
+            ExitCode::SUCCESS
+        }
         Command::Client(ClientCommand::Add {
             client_id,
             jwks,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub audit: crate::service::audit::AuditTrail,
     /// Days after which an open referral is overdue (named query `overdue-referrals`).
     pub referral_overdue_days: u32,
+    /// Request counters and latencies for `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -68,6 +70,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ])
         .route(web::get().to(smart::configuration))
         .default_service(web::to(method_not_allowed)),
+    )
+    // operability: metrics and the API description (openapi::ROUTES documents every route)
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(crate::metrics::render))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi_document))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/docs")
+            .route(web::get().to(docs_redirect))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/docs/{tail:.*}")
+            .route(web::get().to(docs_file))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/auth/jwks")
@@ -256,6 +279,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ),
     )
     .default_service(web::to(not_found));
+}
+
+/// `GET /openapi.json`: the document `openapi/openapi.json` holds (built once).
+async fn openapi_document() -> HttpResponse {
+    static DOCUMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(crate::openapi::document_json);
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}
+
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header(("Location", "/docs/"))
+        .finish()
+}
+
+/// `GET /docs/…`: Swagger UI over `/openapi.json`, its files compiled into the binary.
+async fn docs_file(tail: web::Path<String>) -> Result<HttpResponse, FhirError> {
+    static CONFIG: std::sync::LazyLock<std::sync::Arc<utoipa_swagger_ui::Config<'static>>> =
+        std::sync::LazyLock::new(|| {
+            std::sync::Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"))
+        });
+    match utoipa_swagger_ui::serve(&tail, CONFIG.clone()) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(file.content_type);
+            if file.gzpipped {
+                response.insert_header(("Content-Encoding", "gzip"));
+            }
+            Ok(response.body(file.bytes.into_owned()))
+        }
+        Ok(None) => Err(FhirError::NotFound(format!("No file /docs/{tail}"))),
+        Err(err) => Err(FhirError::Internal(anyhow::anyhow!("docs: {err}"))),
+    }
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, FhirError> {

@@ -50,6 +50,8 @@ pub struct Manager {
     backend: Backend,
     url: String,
     writer: bool,
+    /// PostgreSQL `statement_timeout` of every connection (zero: none).
+    statement_timeout: std::time::Duration,
 }
 
 impl Manager {
@@ -58,6 +60,15 @@ impl Manager {
             backend,
             url,
             writer: false,
+            statement_timeout: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The same manager with a PostgreSQL statement timeout.
+    pub fn with_statement_timeout(self, statement_timeout: std::time::Duration) -> Self {
+        Manager {
+            statement_timeout,
+            ..self
         }
     }
 
@@ -104,9 +115,21 @@ impl ManageConnection for Manager {
                 }
                 Ok(AnyConnection::Sqlite(conn))
             }
-            Backend::Postgres => PgConnection::establish(&self.url)
-                .map(AnyConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(&self.url).map_err(|err| {
+                    CONNECT_FAILING.store(true, std::sync::atomic::Ordering::Relaxed);
+                    r2d2::Error::ConnectionError(err)
+                })?;
+                CONNECT_FAILING.store(false, std::sync::atomic::Ordering::Relaxed);
+                if !self.statement_timeout.is_zero() {
+                    conn.batch_execute(&format!(
+                        "SET statement_timeout = {}",
+                        self.statement_timeout.as_millis()
+                    ))
+                    .map_err(r2d2::Error::QueryError)?;
+                }
+                Ok(AnyConnection::Postgresql(conn))
+            }
         }
     }
 
@@ -115,8 +138,52 @@ impl ManageConnection for Manager {
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
-        false
+    /// A connection goes back to the pool unless it is broken. Checking costs a round trip, so
+    /// it is only done for a while after the database failed: then connections whose socket
+    /// died are dropped, and new ones are opened once the database is back.
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        match conn {
+            AnyConnection::Sqlite(_) => false,
+            AnyConnection::Postgresql(pg) => {
+                diesel::r2d2::R2D2Connection::is_broken(pg)
+                    || (failed_recently() && pg.batch_execute("SELECT 1").is_err())
+            }
+        }
+    }
+}
+
+/// When the database last failed (milliseconds since the Unix epoch; 0: never).
+static LAST_FAILURE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long after a failure returned connections are checked.
+const CHECK_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Records that a database operation failed for want of a working connection.
+pub fn connections_failed() {
+    LAST_FAILURE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn failed_recently() -> bool {
+    let last = LAST_FAILURE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && now_ms().saturating_sub(last) < CHECK_AFTER_FAILURE.as_millis() as u64
+}
+
+/// Whether the last attempt to open a PostgreSQL connection failed.
+static CONNECT_FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long a request waits for a pooled connection: under load the pool may be busy for a
+/// while, but when the database cannot be reached waiting does not help.
+pub fn checkout_timeout() -> std::time::Duration {
+    if CONNECT_FAILING.load(std::sync::atomic::Ordering::Relaxed) {
+        std::time::Duration::from_millis(500)
+    } else {
+        std::time::Duration::from_secs(10)
     }
 }
 

@@ -154,14 +154,15 @@ pub fn state(conn: &mut AnyConnection, name: &str) -> Result<Option<String>, Sto
 }
 
 pub fn set_state(conn: &mut AnyConnection, name: &str, value: &str) -> Result<(), StoreError> {
-    let updated = diesel::update(server_state::table.find(name))
-        .set(server_state::value.eq(value))
-        .execute(conn)?;
-    if updated == 0 {
-        diesel::insert_into(server_state::table)
-            .values((server_state::name.eq(name), server_state::value.eq(value)))
-            .execute(conn)?;
-    }
+    // One statement: an update-then-insert lets two concurrent first writers (two `$reindex`
+    // calls on PostgreSQL) both insert, and one fails on the primary key.
+    let mut sql = super::sql::Sql::default();
+    sql.push("INSERT INTO server_state (name, value) VALUES (");
+    sql.text(name);
+    sql.push(", ");
+    sql.text(value);
+    sql.push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+    super::sql::execute(conn, sql)?;
     Ok(())
 }
 

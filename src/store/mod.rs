@@ -12,6 +12,7 @@ pub mod resources;
 pub mod schema;
 pub mod search;
 pub mod sql;
+pub mod stats;
 pub mod subscriptions;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use conn::{AnyConnection, Backend};
 use conn::{Manager, Pool};
+use diesel::r2d2::ManageConnection;
 
 /// The WAL size beyond which the background checkpoint resets it.
 const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// The database cannot be reached, or no connection became free in time.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL cancelled a statement that ran past the statement timeout.
+    #[error("statement timed out: {0}")]
+    TimedOut(String),
     #[error("database error: {0}")]
     Backend(DieselError),
     #[error(transparent)]
@@ -51,11 +56,28 @@ impl From<DieselError> for StoreError {
 impl StoreError {
     /// Sorts a diesel error: lost connections and lock timeouts are `Unavailable`.
     pub fn classify(err: DieselError) -> StoreError {
+        let sorted = StoreError::sort(err);
+        if let StoreError::Unavailable(_) = sorted {
+            conn::connections_failed();
+        }
+        sorted
+    }
+
+    fn sort(err: DieselError) -> StoreError {
         match &err {
+            // a connection lost in the middle of a transaction leaves this behind
+            DieselError::BrokenTransactionManager => StoreError::Unavailable(err.to_string()),
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Unavailable(info.message().to_string()),
+            DieselError::DatabaseError(_, info)
+                if info
+                    .message()
+                    .contains("canceling statement due to statement timeout") =>
+            {
+                StoreError::TimedOut(info.message().to_string())
+            }
             DieselError::DatabaseError(_, info) if is_transient_message(info.message()) => {
                 StoreError::Unavailable(info.message().to_string())
             }
@@ -70,6 +92,9 @@ fn is_transient_message(message: &str) -> bool {
         || message.contains("server closed the connection")
         || message.contains("the database system is")
         || message.contains("no connection to the server")
+        || message.contains("SSL SYSCALL error")
+        || message.contains("could not receive data from server")
+        || message.contains("could not send data to server")
 }
 
 /// A handle to the database, cheap to clone.
@@ -163,6 +188,16 @@ impl Store {
     /// Opens the database named by `url`, creating a SQLite file's folder, and runs pending
     /// migrations (PostgreSQL: under an advisory lock, so nodes starting together take turns).
     pub fn open(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        Store::open_with_timeout(url, pool_size, Duration::ZERO)
+    }
+
+    /// [`Store::open`] with a PostgreSQL statement timeout on every pooled connection (zero:
+    /// none), so one runaway query cannot hold a connection and a core for minutes.
+    pub fn open_with_timeout(
+        url: &str,
+        pool_size: u32,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<Store> {
         let (backend, driver_url) = Backend::from_url(url)?;
         if backend == Backend::Sqlite
             && let Some(parent) = std::path::Path::new(&driver_url).parent()
@@ -177,7 +212,8 @@ impl Store {
         }
         let sqlite_path =
             (backend == Backend::Sqlite).then(|| std::path::PathBuf::from(&driver_url));
-        let manager = Manager::new(backend, driver_url);
+        let unlimited = Manager::new(backend, driver_url);
+        let manager = unlimited.clone().with_statement_timeout(statement_timeout);
         let build = |size: u32, manager: Manager| {
             Pool::builder()
                 .max_size(size)
@@ -218,9 +254,10 @@ impl Store {
             sqlite_path,
             group,
         };
-        let mut conn = store
-            .writers
-            .get()
+        // migrations may build indexes on large tables: no statement timeout
+        let mut conn = unlimited
+            .for_writer()
+            .connect()
             .map_err(|err| anyhow::anyhow!("cannot connect to the database: {err}"))?;
         run_migrations(&mut conn)?;
         Ok(store)
@@ -232,10 +269,7 @@ impl Store {
         F: FnOnce(&mut AnyConnection) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let mut conn = self
-            .readers
-            .get()
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let mut conn = checkout(&self.readers)?;
         work(&mut conn)
     }
 
@@ -246,10 +280,7 @@ impl Store {
         F: FnOnce(&mut AnyConnection) -> Result<T, E>,
         E: From<StoreError> + From<DieselError>,
     {
-        let mut conn = self
-            .writers
-            .get()
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let mut conn = checkout(&self.writers)?;
         conn.transaction(|conn| work(conn))
     }
 
@@ -266,9 +297,7 @@ impl Store {
     {
         let pool = self.readers.clone();
         run_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&pool)?;
             work(&mut conn)
         })
         .await
@@ -284,10 +313,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if self.backend == Backend::Sqlite {
-            let mut conn = self
-                .readers
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&self.readers)?;
             return work(&mut conn);
         }
         self.read(work).await
@@ -344,9 +370,7 @@ impl Store {
         }
         let pool = self.writers.clone();
         run_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            let mut conn = checkout(&pool)?;
             conn.transaction(|conn| work(conn))
         })
         .await
@@ -377,10 +401,33 @@ impl Store {
     }
 
     /// Whether the database answers (readiness).
+    /// The connection pools: (name, connections open, idle, most allowed). On PostgreSQL the
+    /// readers and writers are one pool.
+    pub fn pool_states(&self) -> Vec<(&'static str, u32, u32, u32)> {
+        let state = |pool: &Pool| {
+            let s = pool.state();
+            (s.connections, s.idle_connections, pool.max_size())
+        };
+        let (open, idle, max) = state(&self.readers);
+        let mut pools = vec![("readers", open, idle, max)];
+        if self.backend == Backend::Sqlite {
+            let (open, idle, max) = state(&self.writers);
+            pools.push(("writer", open, idle, max));
+        }
+        pools
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.batch_execute("SELECT 1").map_err(StoreError::classify))
             .await
     }
+}
+
+/// A connection from `pool`. While new connections cannot be opened (the database is down), a
+/// request waits briefly for one instead of the full timeout: an outage answers 503 at once.
+fn checkout(pool: &Pool) -> Result<conn::PooledConnection, StoreError> {
+    pool.get_timeout(conn::checkout_timeout())
+        .map_err(|err| StoreError::Unavailable(err.to_string()))
 }
 
 async fn run_blocking<T, E, F>(work: F) -> Result<T, E>

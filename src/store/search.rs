@@ -164,21 +164,47 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
                 // The matching targets first, then the references to them by the
                 // (param, target_id) index: joined the other way round, SQLite probed every
                 // reference against every matching target (minutes on 100,000 Tasks).
-                sql.push(&format!(
-                    "{alias}.pk IN (SELECT {reference}.resource_pk FROM search_reference {reference} \
-                     WHERE {reference}.param = "
-                ));
+                //
+                // On PostgreSQL the matching targets are a materialized CTE: they are computed
+                // once. Inlined, a planner without statistics (a fresh table) nests the levels of
+                // a chain as loops that re-run each inner level per outer row, exponential in
+                // the chain's depth.
+                let targets = format!(
+                    "SELECT {target}.id FROM resources {target} WHERE {target}.resource_type = "
+                );
+                if sql.sqlite {
+                    sql.push(&format!(
+                        "{alias}.pk IN (SELECT {reference}.resource_pk FROM search_reference {reference} \
+                         WHERE {reference}.param = "
+                    ));
+                } else {
+                    sql.push(&format!(
+                        "{alias}.pk IN (WITH {target}_ids AS MATERIALIZED ("
+                    ));
+                    sql.push(&targets);
+                    sql.text(target_type);
+                    sql.push(&format!(" AND {target}.deleted = 0 AND "));
+                    condition(sql, &target, inner);
+                    sql.push(&format!(
+                        ") SELECT {reference}.resource_pk FROM search_reference {reference} \
+                         WHERE {reference}.param = "
+                    ));
+                }
                 sql.text(&param.code);
                 sql.push(&format!(" AND {reference}.target_type = "));
                 sql.text(target_type);
-                sql.push(&format!(
-                    " AND {reference}.target_id IN (SELECT {target}.id FROM resources {target} \
-                     WHERE {target}.resource_type = "
-                ));
-                sql.text(target_type);
-                sql.push(&format!(" AND {target}.deleted = 0 AND "));
-                condition(sql, &target, inner);
-                sql.push("))");
+                if sql.sqlite {
+                    sql.push(&format!(" AND {reference}.target_id IN ("));
+                    sql.push(&targets);
+                    sql.text(target_type);
+                    sql.push(&format!(" AND {target}.deleted = 0 AND "));
+                    condition(sql, &target, inner);
+                    sql.push("))");
+                } else {
+                    sql.push(&format!(
+                        " AND {reference}.target_id IN (SELECT id FROM {target}_ids))"
+                    ));
+                }
             }
             sql.push(")");
         }
@@ -194,8 +220,17 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             let reference = sql.alias("sr");
             // a row-value IN, not correlated to `alias`: the subquery runs once, also when
             // `_has` is nested (correlated, nesting made it run once per candidate per level)
+            // On PostgreSQL a materialized CTE, computed once (see the chains above).
+            let (open, close) = if sql.sqlite {
+                (String::new(), ")".to_string())
+            } else {
+                (
+                    format!("WITH {source}_refs AS MATERIALIZED ("),
+                    format!(") SELECT * FROM {source}_refs)"),
+                )
+            };
             sql.push(&format!(
-                "({alias}.resource_type, {alias}.id) IN (SELECT {reference}.target_type, {reference}.target_id \
+                "({alias}.resource_type, {alias}.id) IN ({open}SELECT {reference}.target_type, {reference}.target_id \
                  FROM search_reference {reference} JOIN resources {source} \
                  ON {source}.pk = {reference}.resource_pk WHERE {reference}.param = "
             ));
@@ -204,7 +239,7 @@ fn joined_condition(sql: &mut Sql, alias: &str, cond: &Condition, join: Join) {
             sql.text(source_type);
             sql.push(&format!(" AND {source}.deleted = 0 AND "));
             condition(sql, &source, inner);
-            sql.push(")");
+            sql.push(&close);
         }
     }
 }
@@ -955,4 +990,15 @@ mod tests {
         }
         assert_eq!(expected - 1, sql.binds.len());
     }
+}
+
+/// The SQL text of a search in one dialect, without running it (for checks of the query
+/// builder, such as fuzzing).
+pub fn search_sql(spec: &SearchSpec, sqlite: bool) -> String {
+    let mut sql = Sql::default();
+    sql.sqlite = sqlite;
+    sql.hint_filters = sqlite;
+    sql.push(COLUMNS);
+    where_clause(&mut sql, spec);
+    sql.text
 }

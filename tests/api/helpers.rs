@@ -136,6 +136,54 @@ impl TestApp {
     }
 }
 
+/// Another server node over the same database and signing key as a `TestApp` (several
+/// stateless nodes over one PostgreSQL); stopped when dropped.
+pub struct Node {
+    pub base: String,
+    pub client: Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    pub fn another_node(&self) -> Node {
+        self.another_node_with(|_| {})
+    }
+
+    /// [`TestApp::another_node`] with changed settings (such as another route to the database).
+    pub fn another_node_with(&self, configure: impl FnOnce(&mut Settings)) -> Node {
+        let mut settings = Settings::new("127.0.0.1:0", self.database_url.clone());
+        settings.workers = Some(2);
+        settings.db_pool_size = 4;
+        settings.data_dir = Some(self.data_dir.clone());
+        configure(&mut settings);
+        let app = Application::build(&settings)
+            .unwrap_or_else(|err| panic!("the other node did not start: {err:#}"));
+        let base = format!("http://127.0.0.1:{}/fhir", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Node {
+            base,
+            client: self.client.clone(),
+            handle,
+        }
+    }
+}
+
+impl Node {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(
+            method,
+            format!("{}/{}", self.base, path.trim_start_matches('/')),
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));

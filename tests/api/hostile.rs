@@ -61,6 +61,18 @@ async fn hostile_bodies(app: TestApp) {
     .await;
     assert_eq!(status, 400);
 
+    // found by fuzzing: the structure parser panicked on an element holding `resourceType`
+    let (status, _) = answered(
+        "resourceType inside an element",
+        post_text(
+            &app,
+            "Organization",
+            r#"{"resourceType":"Organization","name":"x","address":[{"resourceType":"Organization","country":"CH"}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+
     let (status, _) = answered(
         "duplicate keys",
         post_text(
@@ -447,4 +459,34 @@ async fn slow_clients_time_out() {
     let (status, _) = answered("after a slow client", app.request(Method::GET, "metadata")).await;
     assert_eq!(status, 200);
     let _ = body;
+}
+
+/// On PostgreSQL a statement that runs past the statement timeout is cancelled and becomes a
+/// `too-costly` answer, not a connection held for minutes or a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_statements_are_cancelled() {
+    use actix_web::ResponseError;
+    use diesel::connection::SimpleConnection;
+    use pivot_fhir::error::FhirError;
+    use pivot_fhir::store::{Store, StoreError};
+    let Some(app) = TestApp::spawn(crate::helpers::Backend::Postgres).await else {
+        eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
+        return;
+    };
+    let store = Store::open_with_timeout(&app.database_url, 1, Duration::from_millis(500))
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    let started = Instant::now();
+    let result: Result<(), StoreError> =
+        store.blocking(|conn| Ok(conn.batch_execute("SELECT pg_sleep(5)")?));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let Err(err) = result else {
+        panic!("pg_sleep(5) was not cancelled")
+    };
+    assert!(matches!(err, StoreError::TimedOut(_)), "{err:?}");
+    let answer = FhirError::from(err);
+    assert_eq!(answer.status_code().as_u16(), 400);
+    assert_eq!(answer.issues()[0].code, "too-costly");
+    // the connection is still usable afterwards
+    let again: Result<(), StoreError> = store.blocking(|conn| Ok(conn.batch_execute("SELECT 1")?));
+    assert!(again.is_ok(), "{again:?}");
 }

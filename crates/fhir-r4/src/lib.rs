@@ -24,9 +24,18 @@ pub fn check_structure(json: &str) -> Result<(), StructureError> {
     let config = DeserializationConfig {
         mode: DeserializationMode::Strict,
     };
-    match fhirbolt::json::from_str::<Resource>(json, Some(config)) {
-        Ok(_) => Ok(()),
-        Err(err) => Err(StructureError {
+    // fhirbolt 0.4 is unmaintained and panics on some malformed input (an element object
+    // holding `resourceType`, for one); that is a structure error of the input like any other.
+    let parsed =
+        std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(json, Some(config)));
+    match parsed {
+        Err(_) => Err(StructureError {
+            message: "the JSON does not have the structure of an R4 resource".to_string(),
+            line: 0,
+            column: 0,
+        }),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(StructureError {
             message: strip_position(&err.to_string()),
             line: err.line(),
             column: err.column(),

@@ -6,8 +6,9 @@
 //! Patient/bench-{random}), `update` (PUT Patient/bench-{i} with If-Match; each connection owns
 //! its own ids, so no update conflicts), `seed-program` (per patient i: the Patient, 5
 //! Observations, a CarePlan and a ServiceRequest), and the searches `search-identifier`,
-//! `search-name`, `search-subject-code`, `search-patient-date`, `search-include` over that data.
-//! Every non-2xx answer is counted as an error.
+//! `search-name`, `search-subject-code`, `search-patient-date`, `search-include` over that data,
+//! and `mixed` (the soak: 40% reads, 25% of those searches, 15% creates, 15% updates, 5%
+//! transactions of three creates). Every non-2xx answer is counted as an error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ struct Args {
     /// Server root, e.g. http://127.0.0.1:8080
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     root: String,
-    /// ceiling | preload | create | read | update
+    /// ceiling | preload | seed-program | ingest | create | read | update | search-* | mixed
     #[arg(long)]
     scenario: String,
     #[arg(long, default_value_t = 32)]
@@ -212,6 +213,62 @@ async fn run_connection(
                 "{}/fhir/ServiceRequest?status=active&_include=ServiceRequest:subject",
                 args.root
             )),
+            // the soak mix: reads, the reference searches, creates, updates and transactions
+            "mixed" => {
+                let i = rng.next() % args.count;
+                match rng.next() % 20 {
+                    0..=7 => client.get(format!("{}/fhir/Patient/bench-{i}", args.root)),
+                    8 => client.get(format!(
+                        "{}/fhir/Patient?identifier=https://medicaid.example.gov/id|MCD-{i:09}",
+                        args.root
+                    )),
+                    9 => client.get(format!(
+                        "{}/fhir/Patient?name=Family{}",
+                        args.root,
+                        i % 997
+                    )),
+                    10 => client.get(format!(
+                        "{}/fhir/Observation?subject=Patient/bench-{i}&code=http://loinc.org|{}",
+                        args.root,
+                        LOINC[(i % 5) as usize]
+                    )),
+                    11 => client.get(format!(
+                        "{}/fhir/Observation?patient=Patient/bench-{i}&date=ge2025-06-01",
+                        args.root
+                    )),
+                    12 => client.get(format!(
+                        "{}/fhir/ServiceRequest?subject=Patient/bench-{i}&_include=ServiceRequest:subject",
+                        args.root
+                    )),
+                    13..=15 => client
+                        .post(format!("{}/fhir/Patient", args.root))
+                        .header("Content-Type", "application/fhir+json")
+                        .header("Prefer", "return=minimal")
+                        .body(patient(None, rng.next() % 1_000_000)),
+                    16..=18 => client
+                        .put(format!("{}/fhir/Patient/bench-{i}", args.root))
+                        .header("Content-Type", "application/fhir+json")
+                        .header("Prefer", "return=minimal")
+                        .body(patient(Some(&format!("bench-{i}")), i + iteration)),
+                    _ => {
+                        let entries: Vec<String> = (0..3)
+                            .map(|_| {
+                                format!(
+                                    r#"{{"resource":{},"request":{{"method":"POST","url":"Patient"}}}}"#,
+                                    patient(None, rng.next() % 1_000_000)
+                                )
+                            })
+                            .collect();
+                        client
+                            .post(format!("{}/fhir", args.root))
+                            .header("Content-Type", "application/fhir+json")
+                            .body(format!(
+                                r#"{{"resourceType":"Bundle","type":"transaction","entry":[{}]}}"#,
+                                entries.join(",")
+                            ))
+                    }
+                }
+            }
             "update" => {
                 if owned.is_empty() {
                     break;

@@ -1,0 +1,2 @@
+DROP TABLE import_failures;
+DROP TABLE import_files;
