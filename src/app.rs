@@ -23,6 +23,7 @@ pub struct Application {
     jwks_refresh: std::time::Duration,
     audit_queue: crate::service::audit::AuditQueue,
     delivery: crate::service::notifications::Delivery,
+    exports: crate::service::export::ExportConfig,
 }
 
 impl Application {
@@ -90,9 +91,13 @@ impl Application {
             referral_overdue_days: settings.referrals.referral_overdue_days,
             metrics: metrics.clone(),
         });
+        let exports =
+            crate::service::export::ExportConfig::new(&settings.data_dir(), &settings.exports);
+        let export_config = web::Data::new(exports.clone());
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(export_config.clone())
                 .wrap_fn(|req, service| {
                     let audited = api::audit::path_is_audited(&req);
                     let response = service.call(req);
@@ -133,6 +138,7 @@ impl Application {
             audit_queue,
             jwks_refresh: std::time::Duration::from_secs(settings.jwks_refresh_seconds.max(1)),
             delivery,
+            exports,
         })
     }
 
@@ -162,7 +168,13 @@ impl Application {
             self.registry.clone(),
             self.delivery,
         ));
+        let exports = tokio::spawn(crate::service::export::run(
+            self.store.clone(),
+            self.registry.clone(),
+            self.exports,
+        ));
         let result = self.server.await;
+        exports.abort();
         background.abort();
         key_refresh.abort();
         notifications.abort();

@@ -106,6 +106,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub referrals: ReferralSettings,
+
+    #[command(flatten)]
+    pub exports: ExportSettings,
 }
 
 /// Delivery of Subscription notifications.
@@ -170,6 +173,39 @@ impl Default for ReferralSettings {
     }
 }
 
+/// Bulk Data `$export` jobs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportSettings {
+    /// Export jobs this node runs at a time; 0: this node runs none (it still takes kick-offs,
+    /// which other nodes then run).
+    #[arg(long, env = "PIVOT_EXPORT_WORKERS", default_value_t = 1)]
+    pub export_workers: usize,
+
+    /// Seconds a finished export's files are kept (then they and the job are deleted).
+    #[arg(long, env = "PIVOT_EXPORT_RETENTION_SECONDS", default_value_t = 86_400)]
+    pub export_retention_seconds: u64,
+
+    /// Seconds a node holds a running export without renewing its lease before another node
+    /// takes the job over (a node that died).
+    #[arg(long, env = "PIVOT_EXPORT_LEASE_SECONDS", default_value_t = 30)]
+    pub export_lease_seconds: u64,
+
+    /// How often an idle node looks for export jobs, in milliseconds.
+    #[arg(long, env = "PIVOT_EXPORT_POLL_MS", default_value_t = 1000)]
+    pub export_poll_ms: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            export_workers: 1,
+            export_retention_seconds: 86_400,
+            export_lease_seconds: 30,
+            export_poll_ms: 1000,
+        }
+    }
+}
+
 impl Settings {
     /// Settings for an embedded SQLite database at `database_url`, listening on `bind`.
     pub fn new(bind: impl Into<String>, database_url: impl Into<String>) -> Self {
@@ -197,6 +233,7 @@ impl Settings {
             require_profiles: Vec::new(),
             subscriptions: SubscriptionSettings::default(),
             referrals: ReferralSettings::default(),
+            exports: ExportSettings::default(),
         }
     }
 

@@ -150,6 +150,23 @@ const VALIDATE: &[Param] = &[
     p("profile", "Profile to validate against"),
     p("mode", "create | update | delete"),
 ];
+const EVERYTHING: &[Param] = &[
+    p("_since", "Only resources changed after this instant"),
+    p("_type", "Only these resource types (comma-separated)"),
+    p("_count", "Page size"),
+];
+const EXPORT: &[Param] = &[
+    p(
+        "_outputFormat",
+        "application/fhir+ndjson | application/ndjson | ndjson",
+    ),
+    p("_since", "Only resources changed after this instant"),
+    p("_type", "Only these resource types (comma-separated)"),
+    p(
+        "_typeFilter",
+        "Type?search queries limiting a type (comma-separated)",
+    ),
+];
 const EVENTS: &[Param] = &[
     p("eventsSinceNumber", "First event number"),
     p("eventsUntilNumber", "Last event number"),
@@ -180,6 +197,17 @@ pub static ROUTES: &[Route] = &[
     r(POST, "/fhir/$reindex", "reindex-all", OperationPost, "Rebuild the search index of every type (asynchronous job)"),
     r(GET, "/fhir/_job/{id}", "job-status", JobStatus, "Status of an asynchronous job"),
     r(DELETE, "/fhir/_job/{id}", "job-cancel", JobCancel, "Cancel an asynchronous job"),
+    r(GET, "/fhir/Patient/{id}/$everything", "patient-everything", OperationGet(EVERYTHING), "A patient's whole record (searchset Bundle)"),
+    r(POST, "/fhir/Patient/{id}/$everything", "patient-everything-post", OperationPost, "A patient's whole record (searchset Bundle)"),
+    r(GET, "/fhir/$export", "export-system", OperationGet(EXPORT), "Bulk Data export of every type (Prefer: respond-async)"),
+    r(POST, "/fhir/$export", "export-system-post", OperationPost, "Bulk Data export of every type (Prefer: respond-async)"),
+    r(GET, "/fhir/Patient/$export", "export-patients", OperationGet(EXPORT), "Bulk Data export of all patients' compartments"),
+    r(POST, "/fhir/Patient/$export", "export-patients-post", OperationPost, "Bulk Data export of all patients' compartments"),
+    r(GET, "/fhir/Group/{id}/$export", "export-group", OperationGet(EXPORT), "Bulk Data export of a Group's members' compartments"),
+    r(POST, "/fhir/Group/{id}/$export", "export-group-post", OperationPost, "Bulk Data export of a Group's members' compartments"),
+    r(GET, "/fhir/_export/{id}", "export-status", JobStatus, "Status of a Bulk Data export: 202 with X-Progress, then 200 with the manifest"),
+    r(DELETE, "/fhir/_export/{id}", "export-cancel", JobCancel, "Cancel a Bulk Data export and delete its files"),
+    r(GET, "/fhir/_export/{id}/{file}", "export-file", Document("application/fhir+ndjson"), "One output file of a Bulk Data export"),
     r(GET, "/fhir/_history", "history-system", History, "History of all resources"),
     r(GET, "/fhir/AuditEvent", "audit-search", SearchType, "Search the audit trail (administrators)"),
     r(GET, "/fhir/AuditEvent/_search", "audit-search-get", SearchType, "Search the audit trail (administrators)"),

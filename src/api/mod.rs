@@ -127,6 +127,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(operation::reindex::cancel))
                     .default_service(web::to(method_not_allowed)),
             )
+            // Patient/[id]/$everything and Bulk Data $export (before the generic type routes)
+            .service(
+                web::resource("/Patient/{id}/$everything")
+                    .route(web::get().to(operation::everything::patient_everything))
+                    .route(web::post().to(operation::everything::patient_everything))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/$export")
+                    .route(web::get().to(operation::export::export_system))
+                    .route(web::post().to(operation::export::export_system))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Patient/$export")
+                    .route(web::get().to(operation::export::export_patients))
+                    .route(web::post().to(operation::export::export_patients))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Group/{id}/$export")
+                    .route(web::get().to(operation::export::export_group))
+                    .route(web::post().to(operation::export::export_group))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_export/{id}")
+                    .route(web::get().to(operation::export::status))
+                    .route(web::delete().to(operation::export::cancel))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/_export/{id}/{file}")
+                    .route(web::get().to(operation::export::file))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .service(
                 web::resource("/_history")
                     .route(web::get().to(history::system_history))

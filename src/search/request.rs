@@ -323,6 +323,24 @@ fn parse_include(
     })
 }
 
+/// The member parameters of each type in the Patient compartment.
+static MEMBERS: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
+    std::sync::LazyLock::new(|| {
+        serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default()
+    });
+
+/// The types in the Patient compartment, Patient first, the others in name order.
+pub fn patient_compartment_types() -> Vec<String> {
+    let mut types: Vec<String> = MEMBERS
+        .keys()
+        .filter(|t| *t != "Patient")
+        .cloned()
+        .collect();
+    types.sort();
+    types.insert(0, "Patient".to_string());
+    types
+}
+
 /// The conditions placing a resource of `resource_type` in the compartment of
 /// `Patient/{patient_id}` (compartmentdefinition-patient): any of its member parameters refers
 /// to the patient. `None` when the type is not in the compartment.
@@ -331,10 +349,6 @@ pub fn patient_compartment(
     resource_type: &str,
     patient_id: &str,
 ) -> Option<Condition> {
-    static MEMBERS: std::sync::LazyLock<std::collections::HashMap<String, Vec<String>>> =
-        std::sync::LazyLock::new(|| {
-            serde_json::from_str(include_str!("patient-compartment.json")).unwrap_or_default()
-        });
     if resource_type == "Patient" {
         return Some(Condition::Id(vec![patient_id.to_string()]));
     }
@@ -351,6 +365,48 @@ pub fn patient_compartment(
                 id: Some(patient_id.to_string()),
                 url: None,
             }],
+        })
+        .collect();
+    Some(Condition::AnyOf(conditions))
+}
+
+/// The conditions placing a resource of `resource_type` in the compartment of one of
+/// `patient_ids` (`None`: of any patient that exists). `None` when the type is not in the
+/// compartment.
+pub fn patients_compartment(
+    registry: &Registry,
+    resource_type: &str,
+    patient_ids: Option<&[String]>,
+) -> Option<Condition> {
+    if resource_type == "Patient" {
+        return Some(match patient_ids {
+            Some(ids) => Condition::Id(ids.to_vec()),
+            None => Condition::AllOf(Vec::new()),
+        });
+    }
+    let params = MEMBERS.get(resource_type)?;
+    let conditions: Vec<Condition> = params
+        .iter()
+        .filter_map(|code| registry.get(resource_type, code).cloned())
+        .filter(|param| param.kind == ParamType::Reference)
+        .map(|param| match patient_ids {
+            Some(ids) => Condition::Match {
+                param,
+                modifier: super::query::Modifier::None,
+                values: ids
+                    .iter()
+                    .map(|id| SearchValue::Reference {
+                        target_type: Some("Patient".into()),
+                        id: Some(id.clone()),
+                        url: None,
+                    })
+                    .collect(),
+            },
+            // refers to a Patient that exists: a chain to any current Patient
+            None => Condition::Chain {
+                param,
+                targets: vec![("Patient".to_string(), Condition::AllOf(Vec::new()))],
+            },
         })
         .collect();
     Some(Condition::AnyOf(conditions))

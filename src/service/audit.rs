@@ -107,6 +107,8 @@ pub fn classify(method: &str, fhir_path: &str, query: &str) -> Option<Interactio
         ("POST", []) => at("batch", "E", None, None),
         (_, ["_history"]) => at("history-system", "R", None, None),
         (_, [op]) if op.starts_with('$') => at("operation", "E", None, None),
+        // Bulk Data export status and files: part of the $export operation
+        (_, ["_export", ..]) => at("operation", "E", None, None),
         ("GET", [t]) | ("POST", [t, "_search"]) => at("search-type", "E", Some(t), None),
         (_, [t, "_history"]) => at("history-type", "R", Some(t), None),
         (_, [t, op]) if op.starts_with('$') => at("operation", "E", Some(t), None),

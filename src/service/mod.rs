@@ -7,6 +7,8 @@ pub mod bundle;
 pub mod clock;
 pub mod conditional;
 pub mod conformance;
+pub mod everything;
+pub mod export;
 pub mod notifications;
 pub mod patch;
 pub mod referrals;

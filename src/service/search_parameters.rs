@@ -137,6 +137,8 @@ pub async fn start_reindex(
                     message: None,
                     created_at: now,
                     updated_at: now,
+                    owner: None,
+                    result: None,
                 },
             )?;
             Ok::<_, FhirError>((registry, version))

@@ -19,6 +19,10 @@ pub struct Job {
     pub message: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// The client that started the job (exports).
+    pub owner: Option<String>,
+    /// What the job has produced so far (exports: the finished output files, JSON).
+    pub result: Option<String>,
 }
 
 pub fn insert(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreError> {
@@ -160,4 +164,91 @@ pub fn set_state(conn: &mut AnyConnection, name: &str, value: &str) -> Result<()
     sql.push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value");
     super::sql::execute(conn, sql)?;
     Ok(())
+}
+
+/// Records an export's progress and renews its lease: only while the job is still running
+/// under the lease `heartbeat` this worker holds. Returns the new lease, or `None` when the
+/// job is no longer this worker's (cancelled, or taken over after its lease ran out).
+pub fn checkpoint(
+    conn: &mut AnyConnection,
+    id: &str,
+    cursor: i64,
+    processed: i64,
+    result: Option<&str>,
+    heartbeat: Micros,
+) -> Result<Option<Micros>, StoreError> {
+    // strictly later than the lease held, also when the clock has not moved on
+    let renewed = now_micros().max(heartbeat + 1);
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::status.eq("running"))
+            .filter(jobs::updated_at.eq(heartbeat)),
+    )
+    .set((
+        jobs::cursor.eq(cursor),
+        jobs::processed.eq(processed),
+        jobs::result.eq(result),
+        jobs::updated_at.eq(renewed),
+    ))
+    .execute(conn)?;
+    Ok((changed == 1).then_some(renewed))
+}
+
+/// Ends a job this worker holds under `heartbeat`; false when it is no longer its own.
+pub fn finish_held(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    result: Option<&str>,
+    message: Option<&str>,
+    heartbeat: Micros,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(id))
+            .filter(jobs::status.eq("running"))
+            .filter(jobs::updated_at.eq(heartbeat)),
+    )
+    .set((
+        jobs::status.eq(status),
+        jobs::result.eq(result),
+        jobs::message.eq(message),
+        jobs::updated_at.eq(now_micros().max(heartbeat + 1)),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Jobs of `kind` that ended (completed, failed, cancelled) before `before`.
+pub fn ended_before(
+    conn: &mut AnyConnection,
+    kind: &str,
+    before: Micros,
+) -> Result<Vec<String>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::kind.eq(kind))
+        .filter(jobs::status.eq_any(["completed", "failed", "cancelled"]))
+        .filter(jobs::updated_at.lt(before))
+        .select(jobs::id)
+        .limit(100)
+        .load(conn)?)
+}
+
+pub fn delete(conn: &mut AnyConnection, id: &str) -> Result<(), StoreError> {
+    diesel::delete(jobs::table.find(id)).execute(conn)?;
+    Ok(())
+}
+
+/// How many jobs of `kind` are in each state (for monitoring).
+pub fn count_by_state(
+    conn: &mut AnyConnection,
+    kind: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::kind.eq(kind))
+        .group_by(jobs::status)
+        .select((jobs::status, diesel::dsl::count_star()))
+        .order(jobs::status)
+        .load(conn)?)
 }

@@ -35,6 +35,8 @@ diesel::table! {
         message -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        owner -> Nullable<Text>,
+        result -> Nullable<Text>,
     }
 }
 

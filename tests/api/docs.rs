@@ -4,10 +4,14 @@
 use crate::helpers::{Backend, TestApp, header, send};
 
 fn chromium() -> Option<String> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-        .map(str::to_string)
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists())
+    .map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +72,16 @@ async fn the_docs_page_renders_the_operations_in_chromium() {
     // operations rendered from /openapi.json: the operation blocks with their methods and paths
     let operations = dom.matches("opblock-summary-path").count();
     assert!(operations >= 40, "{operations} operations rendered");
-    for path in ["/fhir/{type}/{id}", "/fhir/metadata", "/auth/token", "/metrics"] {
-        assert!(dom.contains(&format!("data-path=\"{path}\"")), "{path} not rendered");
+    for path in [
+        "/fhir/{type}/{id}",
+        "/fhir/metadata",
+        "/auth/token",
+        "/metrics",
+    ] {
+        assert!(
+            dom.contains(&format!("data-path=\"{path}\"")),
+            "{path} not rendered"
+        );
     }
     assert!(dom.contains("pivot-fhir"), "the title is not rendered");
 }

@@ -89,6 +89,10 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                     .collect();
                 supported.push(format!("{BACKPORT}/backport-subscription"));
             }
+            let operations = type_operations(resource_type);
+            if !operations.is_empty() {
+                entry["operation"] = json!(operations);
+            }
             // FHIR JSON has no empty arrays
             if !supported.is_empty() {
                 entry["supportedProfile"] = json!(supported);
@@ -102,6 +106,7 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
         "date": date,
         "publisher": "pivot-fhir",
         "kind": "instance",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "software": { "name": "pivot-fhir", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "pivot-fhir FHIR R4 server", "url": fhir_base },
         "fhirVersion": "4.0.1",
@@ -119,6 +124,7 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                 { "name": "expand", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand" },
                 { "name": "validate-code", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code" },
                 { "name": "lookup", "definition": "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup" },
+                { "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export" },
             ],
             "searchParam": [
                 { "name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id" },
@@ -127,6 +133,20 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
             ],
         }],
     })
+}
+
+/// The operations on one resource type (`CapabilityStatement.rest.resource.operation`).
+fn type_operations(resource_type: &str) -> Vec<Value> {
+    match resource_type {
+        "Patient" => vec![
+            json!({ "name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything" }),
+            json!({ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export" }),
+        ],
+        "Group" => vec![
+            json!({ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export" }),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// The program's resource profiles (not its extensions): (resource type, canonical URL).

@@ -1,5 +1,7 @@
 //! FHIR operations (`$name`), one module each.
 
+pub mod everything;
+pub mod export;
 pub mod params;
 pub mod reindex;
 pub mod subscription_events;

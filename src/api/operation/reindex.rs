@@ -72,6 +72,8 @@ pub async fn status(
         .store
         .read(move |conn| Ok::<_, FhirError>(jobs::find(conn, &lookup)?))
         .await?
+        // exports have their own status URL
+        .filter(|job| job.kind == "reindex")
     else {
         return Err(FhirError::NotFound(format!("No job {id}")));
     };
@@ -121,7 +123,7 @@ pub async fn cancel(
     let found = state
         .store
         .write(move |conn| {
-            let Some(job) = jobs::find(conn, &lookup)? else {
+            let Some(job) = jobs::find(conn, &lookup)?.filter(|job| job.kind == "reindex") else {
                 return Ok::<_, FhirError>(false);
             };
             if job.status == "queued" || job.status == "running" {
