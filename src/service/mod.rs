@@ -2,6 +2,7 @@
 //! connection inside a transaction, so a Bundle can run many of them atomically.
 
 pub mod access;
+pub mod attribution;
 pub mod audit;
 pub mod bundle;
 pub mod clock;

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod attribution;
 mod audit;
 mod auth;
 mod bundles;
