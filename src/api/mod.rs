@@ -203,6 +203,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/Measure/{id}/$evaluate-measure")
+                    .route(web::get().to(operation::evaluate_measure::evaluate_measure))
+                    .route(web::post().to(operation::evaluate_measure::evaluate_measure))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/{type}/{id}/_history")
                     .route(web::get().to(history::instance_history))
                     .default_service(web::to(method_not_allowed)),

@@ -14,6 +14,7 @@ mod examples;
 mod history;
 mod hostile;
 mod jwks;
+mod measures;
 mod migrations;
 mod patch;
 mod protocol;

@@ -1,5 +1,6 @@
 //! FHIR operations (`$name`), one module each.
 
+pub mod evaluate_measure;
 pub mod params;
 pub mod reindex;
 pub mod subscription_events;
