@@ -2,6 +2,7 @@
 //! request, call `service` and `store`, and shape the response.
 
 pub mod audit;
+pub mod dashboard;
 pub mod headers;
 pub mod interaction;
 pub mod operation;
@@ -78,6 +79,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/auth/token")
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route(web::post().to(token::token))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard")
+            .route(web::get().to(dashboard::show))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard/session")
+            .app_data(web::PayloadConfig::new(16 * 1024))
+            .route(web::post().to(dashboard::open_session))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard/logout")
+            .route(web::post().to(dashboard::close_session))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

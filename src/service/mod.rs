@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod clock;
 pub mod conditional;
 pub mod conformance;
+pub mod dashboard;
 pub mod measures;
 pub mod notifications;
 pub mod patch;

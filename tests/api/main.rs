@@ -9,6 +9,7 @@ mod bundles;
 mod concurrency;
 mod conditional;
 mod crud;
+mod dashboard;
 mod durability;
 mod examples;
 mod history;
