@@ -7,8 +7,9 @@ Observation for 60% of them (dated over the last 18 months), a BMI for half of t
 PATIENTS / 5 referral Tasks (statuses mixed, closed ones with an executionPeriod) through
 transaction Bundles, then times summary evaluations (median and worst of RUNS runs).
 
-usage: bench/measures.py BASE_URL TOKEN [PATIENTS [--loaded]]
-(--loaded: the data is already there; only time the evaluations)
+usage: bench/measures.py BASE_URL TOKEN [PATIENTS] [--parts=LIST] [--from=N]
+--parts: any of organizations, patients, screens, bmi, tasks, evaluate (default: all); loaders of
+different parts may run at the same time. --from: the first patient to load (to resume).
 """
 
 import datetime
@@ -29,6 +30,9 @@ PIVOT = "http://example.org/fhir/pivot"
 CATEGORIES = ["primary-care"] * 6 + ["maternity", "plan-first", "foster-care"]
 TODAY = datetime.date.today()
 random.seed(11)
+PARTS = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--parts=")),
+             ["organizations", "patients", "screens", "bmi", "tasks", "evaluate"])
+FIRST = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--from=")), 0)
 
 
 def call(method, path, body=None):
@@ -107,23 +111,30 @@ def task(n):
     return put(resource)
 
 
-def batches(make, count, size=500):
-    for first in range(0, count, size):
+def batches(make, count, size=500, start=0):
+    for first in range(start, count, size):
         transaction([make(n) for n in range(first, min(first + size, count))])
 
 
-if "--loaded" not in sys.argv:
-    started = time.time()
+started = time.time()
+if "organizations" in PARTS:
     here = os.path.dirname(os.path.abspath(__file__))
     organizations = [json.load(open(f)) for f in
                      sorted(glob.glob(os.path.join(here, "..", "profiles", "Organization-pivot-region-*.json")))]
     transaction([put(o) for o in organizations])
-    batches(patient, PATIENTS)
-    print(f"loaded {PATIENTS} patients in {time.time() - started:.0f} s", flush=True)
+if "patients" in PARTS:
+    batches(patient, PATIENTS, start=FIRST)
+    print(f"loaded {PATIENTS - FIRST} patients in {time.time() - started:.0f} s", flush=True)
+if "screens" in PARTS:
     batches(lambda n: screen(n * 5 // 3), PATIENTS * 3 // 5)
+    print(f"loaded {PATIENTS * 3 // 5} screens in {time.time() - started:.0f} s", flush=True)
+if "bmi" in PARTS:
     batches(lambda n: bmi(n * 2), PATIENTS // 2)
+if "tasks" in PARTS:
     batches(task, TASKS)
-    print(f"loaded everything in {time.time() - started:.0f} s", flush=True)
+    print(f"loaded {TASKS} tasks in {time.time() - started:.0f} s", flush=True)
+if "evaluate" not in PARTS:
+    sys.exit(0)
 
 start, end = day(365), day(0)
 evaluations = [

@@ -198,17 +198,19 @@ pub fn entity_of_region(
     conn: &mut AnyConnection,
     region: &str,
 ) -> Result<Option<String>, FhirError> {
+    // Driven from the few Pivot Entities: every recipient of the region has a `region` row too.
     let mut q = Sql::for_connection(conn);
     q.push(
-        "SELECT r.id AS id FROM resources r \
-         JOIN search_token reg ON reg.resource_pk = r.pk AND reg.param = 'region' AND reg.code = ",
+        "SELECT r.id AS id FROM search_token ty JOIN resources r ON r.pk = ty.resource_pk \
+            WHERE ty.param = 'type' AND ty.code = 'pivot-entity' AND ty.system = ",
     );
+    q.text(ORG_TYPE_SYSTEM);
+    q.push(" AND r.resource_type = 'Organization' AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_token reg WHERE reg.resource_pk = r.pk AND reg.param = 'region' AND ");
+    q.unindexed_equals("reg.code");
     q.text(region);
     q.push(" AND reg.system = ");
     q.text(REGION_SYSTEM);
-    q.push(" JOIN search_token ty ON ty.resource_pk = r.pk AND ty.param = 'type' AND ty.code = 'pivot-entity' AND ty.system = ");
-    q.text(ORG_TYPE_SYSTEM);
-    q.push(" WHERE r.resource_type = 'Organization' AND r.deleted = 0 ORDER BY r.id LIMIT 1");
+    q.push(") ORDER BY r.id LIMIT 1");
     let found: Vec<IdRow> = sql::run(conn, q)?;
     Ok(found
         .into_iter()

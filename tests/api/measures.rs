@@ -486,6 +486,15 @@ async fn measures_on_a_hand_checked_data_set(app: TestApp) {
         Some(&("numerator".to_string(), 5))
     );
 
+    // the CapabilityStatement names the operation on Measure
+    let metadata = body(app.get("metadata").await).await;
+    let measure = metadata["rest"][0]["resource"]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["type"] == "Measure"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(measure["operation"][0]["name"], "evaluate-measure");
+
     // bad input: 400, unknown: 404, not computed: 422
     expect_outcome(
         app.get("Measure/pivot-sdoh-screening/$evaluate-measure?periodStart=2026-01-01")

@@ -89,6 +89,13 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
                     .collect();
                 supported.push(format!("{BACKPORT}/backport-subscription"));
             }
+            if *resource_type == "Measure" {
+                entry["operation"] = json!([{
+                    "name": "evaluate-measure",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
+                    "documentation": "Computed natively for the program measures (see README): periodStart, periodEnd, subject (Patient or Group), reportType individual | subject-list | summary, persist=true stores the MeasureReport; stratified by region, attributed-entity and eligibility-category"
+                }]);
+            }
             // FHIR JSON has no empty arrays
             if !supported.is_empty() {
                 entry["supportedProfile"] = json!(supported);
