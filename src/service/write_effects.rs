@@ -104,6 +104,14 @@ pub fn before_delete(
     resource_type: &str,
     before: Option<&str>,
 ) -> Result<(), FhirError> {
+    if resource_type == "Group"
+        && before.is_some_and(|content| content.contains(attribution::GROUP_PROFILE))
+        && *actor != Actor::Server
+    {
+        return Err(FhirError::Forbidden(
+            "Attribution Groups are maintained by the server from the recipients' residence".into(),
+        ));
+    }
     match resource_type {
         "Task" => referrals::before_delete(conn, actor, before),
         "Subscription" if !actor.is_administrator() => Err(FhirError::Forbidden(

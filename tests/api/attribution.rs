@@ -182,6 +182,12 @@ async fn attribution_follows_the_address(app: TestApp) {
         .put("Group/pivot-attribution-pe-5", &json!({"resourceType":"Group","id":"pivot-attribution-pe-5","type":"person","actual":true}))
         .await;
     expect_outcome(response, 403, "forbidden").await;
+    expect_outcome(
+        app.delete("Group/pivot-attribution-pe-5").await,
+        403,
+        "forbidden",
+    )
+    .await;
     // a county maps too
     let mut by_county = recipient("ben", "00000", "foster-care");
     by_county["address"] = json!([{"use":"home","district":"Lee County"}]);
