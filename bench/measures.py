@@ -25,7 +25,7 @@ import urllib.request
 base, token = sys.argv[1].rstrip("/"), sys.argv[2]
 PATIENTS = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3].isdigit() else 100_000
 TASKS = PATIENTS // 5
-RUNS = 5
+RUNS = 3
 PIVOT = "http://example.org/fhir/pivot"
 CATEGORIES = ["primary-care"] * 6 + ["maternity", "plan-first", "foster-care"]
 TODAY = datetime.date.today()

@@ -101,18 +101,18 @@ pub fn figures(
     let tomorrow = micros(today + Days::new(1));
     let mut q = Sql::for_connection(conn);
     q.push("SELECT p.target_id AS patient, st.code AS status, a.start_at AS authored, \
-            (SELECT MIN(pe.start_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND pe.param = 'period' AND pe.start_at > ");
+            (SELECT MIN(pe.start_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND (pe.param || '') = 'period' AND pe.start_at > ");
     q.int(DATE_MIN);
-    q.push(") AS started, (SELECT MIN(pe.end_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND pe.param = 'period' AND pe.end_at < ");
+    q.push(") AS started, (SELECT MIN(pe.end_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND (pe.param || '') = 'period' AND pe.end_at < ");
     q.int(DATE_MAX);
-    q.push(") AS closed, (SELECT MIN(rt.code) FROM resources pr JOIN search_token rt ON rt.resource_pk = pr.pk AND rt.param = 'region' WHERE pr.resource_type = 'Patient' AND pr.id = p.target_id AND pr.deleted = 0) AS region \
+    q.push(") AS closed, (SELECT MIN(rt.code) FROM resources pr JOIN search_token rt ON rt.resource_pk = pr.pk AND (rt.param || '') = 'region' WHERE pr.resource_type = 'Patient' AND pr.id = p.target_id AND pr.deleted = 0) AS region \
             FROM resources t \
             JOIN search_token c ON c.resource_pk = t.pk AND c.param = 'code' AND c.code = 'fulfill' \
-            JOIN search_date a ON a.resource_pk = t.pk AND a.param = 'authored-on' \
-            JOIN search_reference p ON p.resource_pk = t.pk AND p.param = 'patient' AND p.target_type = 'Patient' \
-            JOIN search_token st ON st.resource_pk = t.pk AND st.param = 'status' \
+            JOIN search_date a ON a.resource_pk = t.pk AND (a.param || '') = 'authored-on' \
+            JOIN search_reference p ON p.resource_pk = t.pk AND (p.param || '') = 'patient' AND p.target_type = 'Patient' \
+            JOIN search_token st ON st.resource_pk = t.pk AND (st.param || '') = 'status' \
             WHERE t.resource_type = 'Task' AND t.deleted = 0 AND st.code <> 'entered-in-error' \
-            AND NOT EXISTS (SELECT 1 FROM search_reference po WHERE po.resource_pk = t.pk AND po.param = 'part-of')");
+            AND NOT EXISTS (SELECT 1 FROM search_reference po WHERE po.resource_pk = t.pk AND (po.param || '') = 'part-of')");
     let tasks: Vec<TaskRow> = sql::run(conn, q)?;
     let mut regions: BTreeMap<String, RegionFigures> = BTreeMap::new();
     let blank = || RegionFigures {

@@ -179,6 +179,24 @@ fn eligibility(status: &str) -> Vec<String> {
         .collect()
 }
 
+/// A column compared row by row: on SQLite an expression no index answers, so that a lookup
+/// correlated by `resource_pk` is not planned as a scan of every row with that value.
+fn text_col(q: &Sql, column: &str) -> String {
+    if q.sqlite {
+        format!("({column} || '')")
+    } else {
+        column.to_string()
+    }
+}
+
+fn int_col(q: &Sql, column: &str) -> String {
+    if q.sqlite {
+        format!("({column} + 0)")
+    } else {
+        column.to_string()
+    }
+}
+
 /// `alias` (a token row) matches one of `codes`.
 fn push_codes(q: &mut Sql, alias: &str, codes: &[(String, Vec<String>)]) {
     if codes.is_empty() {
@@ -192,7 +210,8 @@ fn push_codes(q: &mut Sql, alias: &str, codes: &[(String, Vec<String>)]) {
         }
         q.push(&format!("({alias}.system = "));
         q.text(system);
-        q.push(&format!(" AND {alias}.code IN ("));
+        let code = text_col(q, &format!("{alias}.code"));
+        q.push(&format!(" AND {code} IN ("));
         q.text_list(list.iter().map(String::as_str));
         q.push("))");
     }
@@ -201,14 +220,16 @@ fn push_codes(q: &mut Sql, alias: &str, codes: &[(String, Vec<String>)]) {
 
 /// The conditions that make `r` (a Patient row) an enrolled recipient in the subject.
 fn push_enrolled(q: &mut Sql, evaluation: &Evaluation, subject_entity: &Option<SubjectSet>) {
-    q.push("r.resource_type = 'Patient' AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_token e WHERE e.resource_pk = r.pk AND e.param = 'eligibility-category' AND e.system = ");
+    q.push("r.resource_type = 'Patient' AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_token e WHERE e.resource_pk = r.pk AND (e.param || '') = 'eligibility-category' AND e.system = ");
     q.text(ELIGIBILITY_SYSTEM);
-    q.push(" AND e.code IN (");
+    let code = text_col(q, "e.code");
+    q.push(&format!(" AND {code} IN ("));
     q.text_list(eligibility("included").iter().map(String::as_str));
-    q.push(")) AND NOT EXISTS (SELECT 1 FROM search_token e WHERE e.resource_pk = r.pk AND e.param = 'eligibility-category' AND e.code IN (");
+    q.push(&format!(")) AND NOT EXISTS (SELECT 1 FROM search_token e WHERE e.resource_pk = r.pk AND (e.param || '') = 'eligibility-category' AND {code} IN ("));
     q.text_list(eligibility("excluded").iter().map(String::as_str));
-    q.push(")) AND NOT EXISTS (SELECT 1 FROM search_token a WHERE a.resource_pk = r.pk AND a.param = 'active' AND a.code = 'false')");
-    q.push(" AND NOT EXISTS (SELECT 1 FROM search_token i WHERE i.resource_pk = r.pk AND i.param = 'identifier' AND i.system = 'http://hl7.org/fhir/sid/us-mbi')");
+    let (active, system) = (text_col(q, "a.code"), text_col(q, "i.system"));
+    q.push(&format!(")) AND NOT EXISTS (SELECT 1 FROM search_token a WHERE a.resource_pk = r.pk AND (a.param || '') = 'active' AND {active} = 'false')"));
+    q.push(&format!(" AND NOT EXISTS (SELECT 1 FROM search_token i WHERE i.resource_pk = r.pk AND (i.param || '') = 'identifier' AND {system} = 'http://hl7.org/fhir/sid/us-mbi')"));
     match subject_entity {
         None => {}
         Some(SubjectSet::Patient(id)) => {
@@ -237,13 +258,14 @@ fn push_enrolled(q: &mut Sql, evaluation: &Evaluation, subject_entity: &Option<S
 fn push_age(q: &mut Sql, evaluation: &Evaluation, min: u32, max: Option<u32>) {
     // born on or before end − min years; after end − (max + 1) years
     let latest = evaluation.end.checked_sub_months(Months::new(12 * min));
-    q.push(" AND EXISTS (SELECT 1 FROM search_date b WHERE b.resource_pk = r.pk AND b.param = 'birthdate' AND b.start_at < ");
+    let born = int_col(q, "b.start_at");
+    q.push(&format!(" AND EXISTS (SELECT 1 FROM search_date b WHERE b.resource_pk = r.pk AND (b.param || '') = 'birthdate' AND {born} < "));
     q.int(latest.map_or(i64::MIN, |d| micros(d + Days::new(1))));
     if let Some(max) = max {
         let earliest = evaluation
             .end
             .checked_sub_months(Months::new(12 * (max + 1)));
-        q.push(" AND b.start_at >= ");
+        q.push(&format!(" AND {born} >= "));
         q.int(earliest.map_or(i64::MIN, |d| micros(d + Days::new(1))));
     }
     q.push(")");
@@ -259,13 +281,14 @@ fn push_about(q: &mut Sql, resource_type: &str, patient_column: &str) {
 }
 
 fn push_status(q: &mut Sql, statuses: &[&str]) {
-    q.push(" AND EXISTS (SELECT 1 FROM search_token st WHERE st.resource_pk = o.pk AND st.param = 'status' AND st.code IN (");
+    let code = text_col(q, "st.code");
+    q.push(&format!(" AND EXISTS (SELECT 1 FROM search_token st WHERE st.resource_pk = o.pk AND (st.param || '') = 'status' AND {code} IN ("));
     q.text_list(statuses.iter().copied());
     q.push("))");
 }
 
 fn push_code(q: &mut Sql, params: &[&str], codes: &[(String, Vec<String>)]) {
-    q.push(" AND EXISTS (SELECT 1 FROM search_token c WHERE c.resource_pk = o.pk AND c.param IN (");
+    q.push(" AND EXISTS (SELECT 1 FROM search_token c WHERE c.resource_pk = o.pk AND (c.param || '') IN (");
     q.text_list(params.iter().copied());
     q.push(") AND ");
     push_codes(q, "c", codes);
@@ -274,11 +297,13 @@ fn push_code(q: &mut Sql, params: &[&str], codes: &[(String, Vec<String>)]) {
 
 /// `o`'s `date` falls in `[from, to)` where both are SQL expressions.
 fn push_date_between(q: &mut Sql, from: &str, to: &str) {
-    q.push(&format!(" AND EXISTS (SELECT 1 FROM search_date d WHERE d.resource_pk = o.pk AND d.param = 'date' AND d.start_at >= {from} AND d.start_at < {to})"));
+    let start = int_col(q, "d.start_at");
+    q.push(&format!(" AND EXISTS (SELECT 1 FROM search_date d WHERE d.resource_pk = o.pk AND (d.param || '') = 'date' AND {start} >= {from} AND {start} < {to})"));
 }
 
 fn unit_select(q: &mut Sql) {
-    q.push("SELECT 'Patient/' || r.id AS unit, r.id AS patient, CAST(CASE WHEN EXISTS (SELECT 1 FROM search_token dc WHERE dc.resource_pk = r.pk AND dc.param = 'deceased' AND dc.code = 'true') THEN 1 ELSE 0 END AS BIGINT) AS excluded, CAST(CASE WHEN ");
+    let code = text_col(q, "dc.code");
+    q.push(&format!("SELECT 'Patient/' || r.id AS unit, r.id AS patient, CAST(CASE WHEN EXISTS (SELECT 1 FROM search_token dc WHERE dc.resource_pk = r.pk AND (dc.param || '') = 'deceased' AND {code} = 'true') THEN 1 ELSE 0 END AS BIGINT) AS excluded, CAST(CASE WHEN "));
 }
 
 fn unit_from(q: &mut Sql, evaluation: &Evaluation, subject: &Option<SubjectSet>) {
@@ -337,15 +362,16 @@ fn sdoh_screening(
     q.push("(");
     push_about(&mut q, "Observation", "r.id");
     push_status(&mut q, &["final", "corrected"]);
-    q.push(" AND EXISTS (SELECT 1 FROM search_date d WHERE d.resource_pk = o.pk AND d.param = 'date' AND d.start_at < ");
+    let (start, flag) = (int_col(&q, "d.start_at"), text_col(&q, "h.code"));
+    q.push(&format!(" AND EXISTS (SELECT 1 FROM search_date d WHERE d.resource_pk = o.pk AND (d.param || '') = 'date' AND {start} < "));
     q.int(ev.end_micros());
-    q.push(" AND d.start_at >= CASE WHEN EXISTS (SELECT 1 FROM search_token h WHERE h.resource_pk = r.pk AND h.param = 'high-risk' AND h.code = 'true') THEN ");
+    q.push(&format!(" AND {start} >= CASE WHEN EXISTS (SELECT 1 FROM search_token h WHERE h.resource_pk = r.pk AND (h.param || '') = 'high-risk' AND {flag} = 'true') THEN "));
     q.int(from(6));
     q.push(" ELSE ");
     q.int(from(12));
-    q.push(" END) AND (EXISTS (SELECT 1 FROM search_token c WHERE c.resource_pk = o.pk AND c.param = 'code' AND ");
+    q.push(" END) AND (EXISTS (SELECT 1 FROM search_token c WHERE c.resource_pk = o.pk AND (c.param || '') = 'code' AND ");
     push_codes(&mut q, "c", &value_set("pivot-screening-instrument"));
-    q.push(") OR EXISTS (SELECT 1 FROM search_token i WHERE i.resource_pk = o.pk AND i.param = 'instrument') OR EXISTS (SELECT 1 FROM search_reference df WHERE df.resource_pk = o.pk AND df.param = 'derived-from' AND df.target_type = 'QuestionnaireResponse'))))");
+    q.push(") OR EXISTS (SELECT 1 FROM search_token i WHERE i.resource_pk = o.pk AND (i.param || '') = 'instrument') OR EXISTS (SELECT 1 FROM search_reference df WHERE df.resource_pk = o.pk AND (df.param || '') = 'derived-from' AND df.target_type = 'QuestionnaireResponse'))))");
     unit_from(&mut q, ev, subject);
     Ok(vec![GroupResult {
         code: "screened".into(),
@@ -382,19 +408,19 @@ fn referral_tasks(
 ) -> Result<Vec<TaskRow>, FhirError> {
     let mut q = Sql::for_connection(conn);
     q.push("SELECT 'Task/' || t.id AS unit, p.target_id AS patient, st.code AS status, a.start_at AS authored, \
-            (SELECT MIN(pe.end_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND pe.param = 'period' AND pe.end_at < ");
+            (SELECT MIN(pe.end_at) FROM search_date pe WHERE pe.resource_pk = t.pk AND (pe.param || '') = 'period' AND pe.end_at < ");
     q.int(crate::search::extract::DATE_MAX);
-    q.push(") AS closed, CAST(CASE WHEN EXISTS (SELECT 1 FROM search_reference op WHERE op.resource_pk = t.pk AND op.param = 'output' AND op.target_type = 'Procedure') THEN 1 ELSE 0 END AS BIGINT) AS has_output \
+    q.push(") AS closed, CAST(CASE WHEN EXISTS (SELECT 1 FROM search_reference op WHERE op.resource_pk = t.pk AND (op.param || '') = 'output' AND op.target_type = 'Procedure') THEN 1 ELSE 0 END AS BIGINT) AS has_output \
             FROM resources t \
             JOIN search_token c ON c.resource_pk = t.pk AND c.param = 'code' AND c.code = 'fulfill' \
-            JOIN search_date a ON a.resource_pk = t.pk AND a.param = 'authored-on' \
-            JOIN search_reference p ON p.resource_pk = t.pk AND p.param = 'patient' AND p.target_type = 'Patient' \
-            JOIN search_token st ON st.resource_pk = t.pk AND st.param = 'status' \
+            JOIN search_date a ON a.resource_pk = t.pk AND (a.param || '') = 'authored-on' \
+            JOIN search_reference p ON p.resource_pk = t.pk AND (p.param || '') = 'patient' AND p.target_type = 'Patient' \
+            JOIN search_token st ON st.resource_pk = t.pk AND (st.param || '') = 'status' \
             WHERE t.resource_type = 'Task' AND t.deleted = 0 AND st.code <> 'entered-in-error' AND a.start_at >= ");
     q.int(ev.start_micros());
     q.push(" AND a.start_at < ");
     q.int(ev.end_micros() - 30 * DAY);
-    q.push(" AND NOT EXISTS (SELECT 1 FROM search_reference po WHERE po.resource_pk = t.pk AND po.param = 'part-of')");
+    q.push(" AND NOT EXISTS (SELECT 1 FROM search_reference po WHERE po.resource_pk = t.pk AND (po.param || '') = 'part-of')");
     if subject.is_some() {
         q.push(" AND p.target_id IN (SELECT r.id FROM resources r WHERE ");
         push_enrolled(&mut q, ev, subject);
@@ -497,8 +523,8 @@ fn deliveries(
     q.push(" THEN 1 ELSE 0 END AS BIGINT) AS numerator, dd.start_at AS from_at, CAST(NULL AS BIGINT) AS to_at \
             FROM resources cp \
             JOIN search_date dd ON dd.resource_pk = cp.pk AND dd.param = 'delivery-date' \
-            JOIN search_reference sp ON sp.resource_pk = cp.pk AND sp.param = 'patient' AND sp.target_type = 'Patient' \
-            LEFT JOIN search_date edd ON edd.resource_pk = cp.pk AND edd.param = 'edd' \
+            JOIN search_reference sp ON sp.resource_pk = cp.pk AND (sp.param || '') = 'patient' AND sp.target_type = 'Patient' \
+            LEFT JOIN search_date edd ON edd.resource_pk = cp.pk AND (edd.param || '') = 'edd' \
             WHERE cp.resource_type = 'CarePlan' AND cp.deleted = 0 AND dd.start_at >= ");
     q.int(ev.start_micros());
     q.push(" AND dd.start_at < ");
