@@ -107,7 +107,7 @@ pub fn figures(
     q.int(DATE_MAX);
     q.push(") AS closed, (SELECT MIN(rt.code) FROM resources pr JOIN search_token rt ON rt.resource_pk = pr.pk AND (rt.param || '') = 'region' WHERE pr.resource_type = 'Patient' AND pr.id = p.target_id AND pr.deleted = 0) AS region \
             FROM resources t \
-            JOIN search_token c ON c.resource_pk = t.pk AND c.param = 'code' AND c.code = 'fulfill' \
+            JOIN search_token c ON c.resource_pk = t.pk AND (c.param || '') = 'code' AND (c.code || '') = 'fulfill' \
             JOIN search_date a ON a.resource_pk = t.pk AND (a.param || '') = 'authored-on' \
             JOIN search_reference p ON p.resource_pk = t.pk AND (p.param || '') = 'patient' AND p.target_type = 'Patient' \
             JOIN search_token st ON st.resource_pk = t.pk AND (st.param || '') = 'status' \

@@ -412,7 +412,7 @@ fn referral_tasks(
     q.int(crate::search::extract::DATE_MAX);
     q.push(") AS closed, CAST(CASE WHEN EXISTS (SELECT 1 FROM search_reference op WHERE op.resource_pk = t.pk AND (op.param || '') = 'output' AND op.target_type = 'Procedure') THEN 1 ELSE 0 END AS BIGINT) AS has_output \
             FROM resources t \
-            JOIN search_token c ON c.resource_pk = t.pk AND c.param = 'code' AND c.code = 'fulfill' \
+            JOIN search_token c ON c.resource_pk = t.pk AND (c.param || '') = 'code' AND (c.code || '') = 'fulfill' \
             JOIN search_date a ON a.resource_pk = t.pk AND (a.param || '') = 'authored-on' \
             JOIN search_reference p ON p.resource_pk = t.pk AND (p.param || '') = 'patient' AND p.target_type = 'Patient' \
             JOIN search_token st ON st.resource_pk = t.pk AND (st.param || '') = 'status' \
