@@ -167,6 +167,13 @@ const EXPORT: &[Param] = &[
         "Type?search queries limiting a type (comma-separated)",
     ),
 ];
+const EVALUATE_MEASURE: &[Param] = &[
+    p("periodStart", "Start of the measurement period (date)"),
+    p("periodEnd", "End of the measurement period (date)"),
+    p("subject", "Patient/[id] or Group/[id] (default: the whole program)"),
+    p("reportType", "individual | subject-list | summary"),
+    p("persist", "true: store the MeasureReport (201 with Location)"),
+];
 const EVENTS: &[Param] = &[
     p("eventsSinceNumber", "First event number"),
     p("eventsUntilNumber", "Last event number"),
@@ -208,6 +215,11 @@ pub static ROUTES: &[Route] = &[
     r(GET, "/fhir/_export/{id}", "export-status", JobStatus, "Status of a Bulk Data export: 202 with X-Progress, then 200 with the manifest"),
     r(DELETE, "/fhir/_export/{id}", "export-cancel", JobCancel, "Cancel a Bulk Data export and delete its files"),
     r(GET, "/fhir/_export/{id}/{file}", "export-file", Document("application/fhir+ndjson"), "One output file of a Bulk Data export"),
+    r(GET, "/fhir/Measure/{id}/$evaluate-measure", "evaluate-measure", OperationGet(EVALUATE_MEASURE), "A program measure's MeasureReport, stratified by region, Pivot Entity and eligibility category"),
+    r(POST, "/fhir/Measure/{id}/$evaluate-measure", "evaluate-measure-post", OperationPost, "A program measure's MeasureReport (parameters in a Parameters body)"),
+    r(GET, "/dashboard", "dashboard", Document("text/html"), "The program dashboard (sign-in form without a session)"),
+    r(POST, "/dashboard/session", "dashboard-session", Document("text/html"), "Signs in to the dashboard with a token (form field token); sets an HttpOnly cookie"),
+    r(POST, "/dashboard/logout", "dashboard-logout", Document("text/html"), "Signs out of the dashboard"),
     r(GET, "/fhir/_history", "history-system", History, "History of all resources"),
     r(GET, "/fhir/AuditEvent", "audit-search", SearchType, "Search the audit trail (administrators)"),
     r(GET, "/fhir/AuditEvent/_search", "audit-search-get", SearchType, "Search the audit trail (administrators)"),

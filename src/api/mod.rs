@@ -2,6 +2,7 @@
 //! request, call `service` and `store`, and shape the response.
 
 pub mod audit;
+pub mod dashboard;
 pub mod headers;
 pub mod interaction;
 pub mod operation;
@@ -101,6 +102,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/auth/token")
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route(web::post().to(token::token))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard")
+            .route(web::get().to(dashboard::show))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard/session")
+            .app_data(web::PayloadConfig::new(16 * 1024))
+            .route(web::post().to(dashboard::open_session))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/dashboard/logout")
+            .route(web::post().to(dashboard::close_session))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -259,6 +276,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/Subscription/{id}/$events")
                     .route(web::get().to(operation::subscription_events::events))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/Measure/{id}/$evaluate-measure")
+                    .route(web::get().to(operation::evaluate_measure::evaluate_measure))
+                    .route(web::post().to(operation::evaluate_measure::evaluate_measure))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

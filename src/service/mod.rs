@@ -2,6 +2,7 @@
 //! connection inside a transaction, so a Bundle can run many of them atomically.
 
 pub mod access;
+pub mod attribution;
 pub mod audit;
 pub mod bundle;
 pub mod clock;
@@ -9,6 +10,8 @@ pub mod conditional;
 pub mod conformance;
 pub mod everything;
 pub mod export;
+pub mod dashboard;
+pub mod measures;
 pub mod notifications;
 pub mod patch;
 pub mod referrals;

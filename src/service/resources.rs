@@ -41,6 +41,7 @@ pub fn create(
     let resource_type = resource_type_of(&resource)?;
     refuse_server_owned(&resource_type)?;
     super::search_parameters::check_definition(&resource)?;
+    write_effects::before_validation(conn, &resource_type, &mut resource)?;
     crate::validation::enforce(&resource)?;
     let id = uuid::Uuid::new_v4().to_string();
     let last_updated = next_timestamp(None);
@@ -108,8 +109,10 @@ pub fn update_batched(
     method: &str,
     batch: Option<&mut IndexBatch>,
 ) -> Result<Written, FhirError> {
+    let mut resource = resource;
     let resource_type = resource_type_of(&resource)?;
     super::search_parameters::check_definition(&resource)?;
+    write_effects::before_validation(conn, &resource_type, &mut resource)?;
     crate::validation::enforce(&resource)?;
     write_version(
         conn,
@@ -424,11 +427,12 @@ fn patch_once(
     }
     // The result must be a resource the server would accept as it stands.
     let text = patched.to_string();
-    let checked = crate::fhir::parse::parse_resource(text.as_bytes(), Some(resource_type))
+    let mut checked = crate::fhir::parse::parse_resource(text.as_bytes(), Some(resource_type))
         .map_err(|err| match err {
             FhirError::Invalid(issues) => FhirError::Unprocessable(issues),
             other => other,
         })?;
+    write_effects::before_validation(conn, resource_type, &mut checked)?;
     crate::validation::enforce(&checked)?;
     write_version(
         conn,

@@ -137,6 +137,15 @@ pub fn execute(
     matches.truncate(usize::try_from(request.count).unwrap_or(0));
     let first_page =
         request.after_pk.is_none() && request.before_pk.is_none() && request.offset == 0;
+    let mut extra = extra;
+    for found in matches.iter_mut().chain(extra.iter_mut()) {
+        // attribution Groups show their members from the attribution table
+        if found.resource_type == "Group"
+            && let Some(content) = &found.content
+        {
+            found.content = Some(super::attribution::complete_group(conn, content)?);
+        }
+    }
     let total = total.or_else(|| {
         (request.total == Total::Estimate && first_page && !has_more)
             .then_some(matches.len() as i64)

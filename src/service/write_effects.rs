@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::resources::Written;
-use super::{referrals, subscriptions};
+use super::{attribution, referrals, subscriptions};
 use crate::auth::Access;
 use crate::auth::scopes::Context;
 use crate::error::FhirError;
@@ -58,6 +58,19 @@ impl Actor {
     }
 }
 
+/// Before a resource is validated: completes what the server derives from it (a Patient's
+/// region from the residence and the Pivot Entity it is attributed to).
+pub fn before_validation(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    resource: &mut Map<String, Value>,
+) -> Result<(), FhirError> {
+    if resource_type == "Patient" {
+        attribution::enrich_patient(conn, resource)?;
+    }
+    Ok(())
+}
+
 /// Before `resource_type/id` is stored as `after` (replacing `before`, the current content if
 /// any): refuses what the workflow does not allow and fills in what the server maintains.
 /// `at` is the new version's `meta.lastUpdated`.
@@ -72,6 +85,11 @@ pub fn before_store(
     after: &mut Map<String, Value>,
     at: Micros,
 ) -> Result<(), FhirError> {
+    if attribution::is_attribution_group(resource_type, id) && *actor != Actor::Server {
+        return Err(FhirError::Forbidden(
+            "Attribution Groups are maintained by the server from the recipients' residence".into(),
+        ));
+    }
     match resource_type {
         "Task" => referrals::before_store(conn, actor, id, before, after, at),
         "Subscription" => subscriptions::before_store(registry, actor, before, after),
@@ -86,6 +104,14 @@ pub fn before_delete(
     resource_type: &str,
     before: Option<&str>,
 ) -> Result<(), FhirError> {
+    if resource_type == "Group"
+        && before.is_some_and(|content| content.contains(attribution::GROUP_PROFILE))
+        && *actor != Actor::Server
+    {
+        return Err(FhirError::Forbidden(
+            "Attribution Groups are maintained by the server from the recipients' residence".into(),
+        ));
+    }
     match resource_type {
         "Task" => referrals::before_delete(conn, actor, before),
         "Subscription" if !actor.is_administrator() => Err(FhirError::Forbidden(
@@ -111,6 +137,15 @@ pub fn after_store(
     }
     if written.resource_type == "Subscription" {
         subscriptions::register(conn, registry, written)?;
+    }
+    if written.resource_type == "Patient" {
+        attribution::after_patient_write(
+            conn,
+            registry,
+            &written.id,
+            written.content.as_deref(),
+            written.last_updated,
+        )?;
     }
     subscriptions::enqueue(conn, registry, written, before, batch)
 }

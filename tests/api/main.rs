@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod attribution;
 mod audit;
 mod auth;
 mod bundles;
@@ -9,6 +10,7 @@ mod concurrency;
 mod conditional;
 mod crud;
 mod docs;
+mod dashboard;
 mod durability;
 mod everything;
 mod examples;
@@ -17,6 +19,7 @@ mod history;
 mod hostile;
 mod import;
 mod jwks;
+mod measures;
 mod migrations;
 mod operability;
 mod outage;

@@ -38,7 +38,7 @@ fn program_patient(id: &str, eligibility: &str) -> Value {
             "system": format!("{BASE}/sid/medicaid-id"), "value": format!("MCD{id}0001").to_uppercase().replace('-', "")}],
         "name": [{"family": "Rivera", "given": ["Ana"]}],
         "gender": "female", "birthDate": "1994-07-12",
-        "address": [{"postalCode": "39201"}]
+        "address": [{"postalCode": "99999"}] // a ZIP the residence map does not know: the region is the client's
     })
 }
 

@@ -145,6 +145,11 @@ fn type_operations(resource_type: &str) -> Vec<Value> {
         "Group" => vec![
             json!({ "name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export" }),
         ],
+        "Measure" => vec![json!({
+            "name": "evaluate-measure",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
+            "documentation": "Computed natively for the program measures (see README): periodStart, periodEnd, subject (Patient or Group), reportType individual | subject-list | summary, persist=true stores the MeasureReport; stratified by region, attributed-entity and eligibility-category"
+        })],
         _ => Vec::new(),
     }
 }

@@ -34,7 +34,15 @@ pub async fn read(
             if !grant.is_unlimited() && !visible(conn, &registry, &ty, &target, &grant)? {
                 return Ok(None);
             }
-            Ok::<_, FhirError>(rows::current(conn, &ty, &target)?)
+            let mut row = rows::current(conn, &ty, &target)?;
+            // attribution Groups show their members from the attribution table
+            if ty == "Group"
+                && let Some(row) = row.as_mut()
+                && let Some(content) = &row.content
+            {
+                row.content = Some(crate::service::attribution::complete_group(conn, content)?);
+            }
+            Ok::<_, FhirError>(row)
         })
         .await?;
     let Some(current) = current else {

@@ -2,6 +2,7 @@
 
 pub mod everything;
 pub mod export;
+pub mod evaluate_measure;
 pub mod params;
 pub mod reindex;
 pub mod subscription_events;
