@@ -70,7 +70,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         tracing::info!(%address, port, backend = ?store.backend(), "pivot-fhir listening");
         let (registry, version) = store
-            .blocking(|conn| search_parameters::load(conn))
+            .blocking(search_parameters::load)
             .map_err(|err| anyhow::anyhow!("cannot load the search parameters: {err}"))?;
         let loaded = store
             .blocking_write(|conn| crate::service::conformance::load(conn, &registry))

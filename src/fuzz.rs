@@ -9,8 +9,11 @@ use serde_json::{Value, json};
 
 use crate::search::registry::Registry;
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("resource_json", resource_json),
     ("search_query", search_query),
     ("fhirpath", fhirpath),

@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the FHIR server.
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Print an access token signed with the server's key (mode `local`).
     Token(TokenArgs),
     /// Manage backend-service clients (SMART Backend Services).

@@ -170,9 +170,15 @@ const EXPORT: &[Param] = &[
 const EVALUATE_MEASURE: &[Param] = &[
     p("periodStart", "Start of the measurement period (date)"),
     p("periodEnd", "End of the measurement period (date)"),
-    p("subject", "Patient/[id] or Group/[id] (default: the whole program)"),
+    p(
+        "subject",
+        "Patient/[id] or Group/[id] (default: the whole program)",
+    ),
     p("reportType", "individual | subject-list | summary"),
-    p("persist", "true: store the MeasureReport (201 with Location)"),
+    p(
+        "persist",
+        "true: store the MeasureReport (201 with Location)",
+    ),
 ];
 const EVENTS: &[Param] = &[
     p("eventsSinceNumber", "First event number"),

@@ -115,10 +115,7 @@ fn locate_structure_error(resource: &Map<String, Value>, message: &str) -> Strin
     let document = Value::Object(resource.clone());
     let mut path: Vec<PathStep> = Vec::new();
     let mut parses = 0;
-    'descend: loop {
-        let Some(node) = node_at(&document, &path) else {
-            break;
-        };
+    'descend: while let Some(node) = node_at(&document, &path) {
         let children: Vec<PathStep> = match node {
             Value::Object(map) => map
                 .keys()

@@ -244,7 +244,7 @@ fn check_object(map: &Map<String, Value>, type_name: &str, path: &str, issues: &
         );
         return;
     }
-    let is_resource = MODEL.types.get(type_name).is_some()
+    let is_resource = MODEL.types.contains_key(type_name)
         && map.contains_key("resourceType")
         && path_is_resource_root(type_name);
     let mut choices_seen: HashMap<&str, &str> = HashMap::new();

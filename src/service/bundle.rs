@@ -586,7 +586,7 @@ fn execute(
         batch.as_deref_mut(),
     )?;
     if !grant.is_unlimited()
-        && let Some(batch) = batch.as_deref_mut()
+        && let Some(batch) = batch
     {
         batch.flush(conn)?;
     }

@@ -408,24 +408,25 @@ fn needs_shaping(request: &SearchRequest) -> bool {
 fn shape(content: &str, request: &SearchRequest) -> Result<Value, FhirError> {
     let mut resource: Value =
         serde_json::from_str(content).map_err(|err| FhirError::Internal(err.into()))?;
-    let keep: Option<Box<dyn Fn(&str, &str) -> bool>> =
-        match (request.summary, request.elements.is_empty()) {
-            (Some(Summary::True), _) => Some(Box::new(|ty: &str, key: &str| {
-                crate::fhir::structure::is_summary_member(ty, key)
-            })),
-            (Some(Summary::Text), _) => Some(Box::new(|_: &str, key: &str| {
-                matches!(key, "text" | "id" | "meta")
-            })),
-            (Some(Summary::Data), _) => Some(Box::new(|_: &str, key: &str| key != "text")),
-            (_, false) => {
-                let elements = request.elements.clone();
-                Some(Box::new(move |_: &str, key: &str| {
-                    let name = key.strip_prefix('_').unwrap_or(key);
-                    matches!(name, "id" | "meta") || elements.iter().any(|e| e == name)
-                }))
-            }
-            _ => None,
-        };
+    // which members of an element of a type to keep: (type, member) -> keep?
+    type Keep = Box<dyn Fn(&str, &str) -> bool>;
+    let keep: Option<Keep> = match (request.summary, request.elements.is_empty()) {
+        (Some(Summary::True), _) => Some(Box::new(|ty: &str, key: &str| {
+            crate::fhir::structure::is_summary_member(ty, key)
+        })),
+        (Some(Summary::Text), _) => Some(Box::new(|_: &str, key: &str| {
+            matches!(key, "text" | "id" | "meta")
+        })),
+        (Some(Summary::Data), _) => Some(Box::new(|_: &str, key: &str| key != "text")),
+        (_, false) => {
+            let elements = request.elements.clone();
+            Some(Box::new(move |_: &str, key: &str| {
+                let name = key.strip_prefix('_').unwrap_or(key);
+                matches!(name, "id" | "meta") || elements.iter().any(|e| e == name)
+            }))
+        }
+        _ => None,
+    };
     if let (Some(keep), Some(map)) = (keep, resource.as_object_mut()) {
         let resource_type = map
             .get("resourceType")

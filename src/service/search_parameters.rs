@@ -172,7 +172,7 @@ async fn follow_registry(store: &Store, handle: &RegistryHandle) -> Result<(), F
         .read(|conn| Ok::<_, FhirError>(jobs::state(conn, VERSION_KEY)?.unwrap_or_default()))
         .await?;
     if shared != handle.version() {
-        let (registry, version) = store.read(|conn| load(conn)).await?;
+        let (registry, version) = store.read(load).await?;
         handle.replace(registry, version);
         tracing::info!("search parameters reloaded");
     }

@@ -946,6 +946,17 @@ pub fn revincluded(
     run(conn, sql)
 }
 
+/// The SQL text of a search in one dialect, without running it (for checks of the query
+/// builder, such as fuzzing).
+pub fn search_sql(spec: &SearchSpec, sqlite: bool) -> String {
+    let mut sql = Sql::default();
+    sql.sqlite = sqlite;
+    sql.hint_filters = sqlite;
+    sql.push(COLUMNS);
+    where_clause(&mut sql, spec);
+    sql.text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,15 +1001,4 @@ mod tests {
         }
         assert_eq!(expected - 1, sql.binds.len());
     }
-}
-
-/// The SQL text of a search in one dialect, without running it (for checks of the query
-/// builder, such as fuzzing).
-pub fn search_sql(spec: &SearchSpec, sqlite: bool) -> String {
-    let mut sql = Sql::default();
-    sql.sqlite = sqlite;
-    sql.hint_filters = sqlite;
-    sql.push(COLUMNS);
-    where_clause(&mut sql, spec);
-    sql.text
 }

@@ -258,7 +258,10 @@ fn matches_filter(cs: &CodeSystem, concept: &Concept, filter: &Value) -> bool {
                     .any(|k| match &p[*k] {
                         Value::String(s) => s == value,
                         Value::Null => false,
-                        other => other.to_string() == value,
+                        // a boolean or number matches its JSON text (`true`, `3`)
+                        Value::Bool(b) => value == if *b { "true" } else { "false" },
+                        Value::Number(n) => n.to_string() == value,
+                        _ => false,
                     })
         })
 }

@@ -441,7 +441,8 @@ impl Checker<'_> {
             [] => return None,
             list => list,
         };
-        let mut tests: Vec<Box<dyn Fn(&Found) -> bool + '_>> = Vec::new();
+        type Test<'t> = Box<dyn Fn(&Found) -> bool + 't>;
+        let mut tests: Vec<Test<'_>> = Vec::new();
         for (kind, path) in discriminators {
             match kind.as_str() {
                 "value" | "pattern" => {
@@ -636,10 +637,10 @@ fn gather<'v>(value: &'v Value, type_code: &str, name: &str, parent: &str) -> Ve
 }
 
 fn resource_or(value: &Value, type_code: &str) -> String {
-    if type_code == "Resource" {
-        if let Some(name) = value["resourceType"].as_str() {
-            return name.to_string();
-        }
+    if type_code == "Resource"
+        && let Some(name) = value["resourceType"].as_str()
+    {
+        return name.to_string();
     }
     type_code.to_string()
 }

@@ -20,7 +20,7 @@ async fn two_nodes() -> Option<(TestApp, Node)> {
 
 /// A request to node `n % 2`.
 fn on(app: &TestApp, other: &Node, n: usize, method: Method, path: &str) -> RequestBuilder {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         app.request(method, path)
     } else {
         other.request(method, path)

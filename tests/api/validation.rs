@@ -258,15 +258,15 @@ async fn program_patient_rules_are_enforced_on_write(app: TestApp) {
     refused(&app, &patient, &["structure", "valueCode"]).await;
     // an extension under the program's base must be defined by it
     let mut patient = program_patient("ext-1", "maternity");
-    patient["extension"]
-        .as_array_mut()
-        .map(|e| e.push(json!({"url": sd("pivot-unknown"), "valueString": "x"})));
+    if let Some(extensions) = patient["extension"].as_array_mut() {
+        extensions.push(json!({"url": sd("pivot-unknown"), "valueString": "x"}));
+    }
     refused(&app, &patient, &["structure", "pivot-unknown"]).await;
     // an extension is used only where its definition allows (pivot-edd is for CarePlan)
     let mut patient = program_patient("ctx-1", "maternity");
-    patient["extension"]
-        .as_array_mut()
-        .map(|e| e.push(json!({"url": sd("pivot-edd"), "valueDate": "2027-01-01"})));
+    if let Some(extensions) = patient["extension"].as_array_mut() {
+        extensions.push(json!({"url": sd("pivot-edd"), "valueDate": "2027-01-01"}));
+    }
     refused(
         &app,
         &patient,

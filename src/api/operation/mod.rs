@@ -1,8 +1,8 @@
 //! FHIR operations (`$name`), one module each.
 
+pub mod evaluate_measure;
 pub mod everything;
 pub mod export;
-pub mod evaluate_measure;
 pub mod params;
 pub mod reindex;
 pub mod subscription_events;
