@@ -165,16 +165,8 @@ async fn the_dashboard_needs_a_token(app: TestApp) {
     assert!(header(&response, "set-cookie").contains("; Secure"));
 }
 
-fn chromium() -> Option<String> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-        .map(String::from)
-}
-
 async fn the_dashboard_charts_render_in_chromium(app: TestApp) {
-    let Some(chromium) = chromium() else {
-        eprintln!("skipped: no chromium (apt-get install -y chromium)");
+    let Some(chromium) = crate::helpers::chromium("/dashboard") else {
         return;
     };
     set_up(&app).await;

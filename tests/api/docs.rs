@@ -3,28 +3,10 @@
 
 use crate::helpers::{Backend, TestApp, header, send};
 
-fn chromium() -> Option<String> {
-    [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ]
-    .into_iter()
-    .find(|path| std::path::Path::new(path).exists())
-    .map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_renders_the_operations_in_chromium() {
-    let Some(browser) = chromium() else {
-        if std::env::var("PIVOT_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
-            eprintln!("SKIPPED: no chromium; the /docs browser test did not run");
-            return;
-        }
-        panic!(
-            "the /docs browser test needs chromium (apt-get install -y chromium; .ci/run installs \
-             it), or PIVOT_SKIP_BROWSER_TESTS=1 to skip it"
-        );
+    let Some(browser) = crate::helpers::chromium("/docs") else {
+        return;
     };
     let app = TestApp::spawn(Backend::Sqlite)
         .await

@@ -285,3 +285,27 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// Headless Chromium for the browser tests: its path; `None` only when it is missing and
+/// `PIVOT_SKIP_BROWSER_TESTS=1` asks to skip them. Otherwise a missing browser fails `test`.
+pub fn chromium(test: &str) -> Option<String> {
+    let found = [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists())
+    .map(str::to_string);
+    if found.is_none() {
+        if std::env::var("PIVOT_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: no chromium; the {test} browser test did not run");
+        } else {
+            panic!(
+                "the {test} browser test needs chromium (apt-get install -y chromium; .ci/run \
+                 installs it), or PIVOT_SKIP_BROWSER_TESTS=1 to skip it"
+            );
+        }
+    }
+    found
+}
