@@ -23,29 +23,7 @@ async fn spawn(backend: Backend, retention_seconds: u64) -> Option<TestApp> {
     .await
 }
 
-macro_rules! export_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if crate::helpers::postgres_url().is_none() {
-                        eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
-                        return;
-                    }
-                    super::$name(crate::helpers::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-export_tests!(
+crate::each_backend!(
     system_export_equals_search,
     type_since_and_type_filter,
     patient_and_group_level,

@@ -259,6 +259,31 @@ pub async fn expect_outcome(response: Response, status: u16, code: &str) -> Valu
     outcome
 }
 
+/// Like `backend_tests!`, for tests that start their servers themselves: each test function
+/// gets the backend to use (the PostgreSQL test is skipped without `DATABASE_URL`).
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if crate::helpers::postgres_url().is_none() {
+                        eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
+                        return;
+                    }
+                    super::$name(crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
 /// Runs one async test body against each backend: `name::sqlite` always, `name::postgres`
 /// when `DATABASE_URL` names a PostgreSQL server (otherwise it says it skipped).
 #[macro_export]

@@ -175,29 +175,7 @@ fn task(id: &str, owner: &str, status: &str) -> Value {
         "owner":{"reference":format!("Organization/{owner}")}})
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if crate::helpers::postgres_url().is_none() {
-                        eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
-                        return;
-                    }
-                    super::$name(crate::helpers::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-both_backends!(
+crate::each_backend!(
     matching_changes_are_posted_with_the_channel_headers,
     subscriptions_are_checked_and_endpoints_allow_listed,
     a_receiver_that_is_down_gets_the_notification_later,
