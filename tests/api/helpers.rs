@@ -268,16 +268,16 @@ macro_rules! each_backend {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
+                    super::$name($crate::helpers::Backend::Sqlite).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if crate::helpers::postgres_url().is_none() {
+                    if $crate::helpers::postgres_url().is_none() {
                         eprintln!("skipped: DATABASE_URL names no PostgreSQL server");
                         return;
                     }
-                    super::$name(crate::helpers::Backend::Postgres).await;
+                    super::$name($crate::helpers::Backend::Postgres).await;
                 }
             }
         )*
