@@ -625,31 +625,38 @@ impl<'a> Engine<'a> {
             rows.push((values, item));
         }
         let mut failure = None;
-        rows.sort_by(|(a, _), (b, _)| {
-            for (position, (x, y)) in a.iter().zip(b).enumerate() {
-                let descending = keys
-                    .get(position)
-                    .is_some_and(|(_, descending)| *descending);
-                let order = match (x, y) {
-                    (None, None) => std::cmp::Ordering::Equal,
-                    // Items without a key go last (first when descending).
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (Some(x), Some(y)) => match ops::compare(x, y) {
-                        Ok(order) => order.unwrap_or(std::cmp::Ordering::Equal),
-                        Err(err) => {
-                            failure.get_or_insert(err);
-                            std::cmp::Ordering::Equal
-                        }
-                    },
-                };
-                let order = if descending { order.reverse() } else { order };
-                if order.is_ne() {
-                    return order;
+        // Keys of mixed types, or dates of different precisions, have no total order: the
+        // standard sort may then panic. That is an error of the expression, not of the server.
+        let sorted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rows.sort_by(|(a, _), (b, _)| {
+                for (position, (x, y)) in a.iter().zip(b).enumerate() {
+                    let descending = keys
+                        .get(position)
+                        .is_some_and(|(_, descending)| *descending);
+                    let order = match (x, y) {
+                        (None, None) => std::cmp::Ordering::Equal,
+                        // Items without a key go last (first when descending).
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (Some(x), Some(y)) => match ops::compare(x, y) {
+                            Ok(order) => order.unwrap_or(std::cmp::Ordering::Equal),
+                            Err(err) => {
+                                failure.get_or_insert(err);
+                                std::cmp::Ordering::Equal
+                            }
+                        },
+                    };
+                    let order = if descending { order.reverse() } else { order };
+                    if order.is_ne() {
+                        return order;
+                    }
                 }
-            }
-            std::cmp::Ordering::Equal
-        });
+                std::cmp::Ordering::Equal
+            })
+        }));
+        if sorted.is_err() && failure.is_none() {
+            failure = Some(error("sort(): the keys cannot be put in one order"));
+        }
         match failure {
             Some(err) => Err(err),
             None => Ok(rows.into_iter().map(|(_, item)| item).collect()),
