@@ -95,10 +95,20 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let mut text_words: Vec<(&str, Vec<String>)> = Vec::new();
     for param in registry.params_of(resource_type) {
-        // _id and _lastUpdated are columns of the resource row.
-        if param.code == "_id" || param.code == "_lastUpdated" {
-            continue;
+        match param.code.as_str() {
+            // columns of the resource row
+            "_id" | "_lastUpdated" => continue,
+            "_text" => {
+                text_words.push(("_text", super::text::narrative_words(resource)));
+                continue;
+            }
+            "_content" => {
+                text_words.push(("_content", super::text::content_words(resource)));
+                continue;
+            }
+            _ => {}
         }
         let Some(expression) = &param.expression else {
             continue;
@@ -122,6 +132,14 @@ pub fn extract(registry: &Registry, resource: &Value) -> IndexRows {
     dedup(&mut rows.quantities);
     dedup(&mut rows.uris);
     dedup(&mut rows.composites);
+    // distinct and bounded already
+    for (param, words) in text_words {
+        rows.strings.extend(words.into_iter().map(|word| StringRow {
+            param: param.into(),
+            normalized: word.clone(),
+            exact: word,
+        }));
+    }
     rows
 }
 

@@ -4,3 +4,4 @@ pub mod extract;
 pub mod query;
 pub mod registry;
 pub mod request;
+pub mod text;

@@ -8,6 +8,7 @@ use super::registry::{ParamType, Registry, SearchParam};
 use crate::error::FhirError;
 use crate::fhir::instant::{Micros, parse_fhir_range};
 use crate::fhir::outcome::Issue;
+use crate::terminology::{Subsumption, SubsumptionError};
 
 /// Comparison prefixes of number, date and quantity values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,10 +207,23 @@ pub fn parse_condition(
             _ => Err(invalid(name, ":missing takes true or false")),
         };
     }
+    if matches!(code, "_text" | "_content") && param.kind == ParamType::String {
+        return text_condition(param, modifier_text, name, value);
+    }
     if param.kind == ParamType::Token
         && let Some(negate @ ("in" | "not-in")) = modifier_text
     {
         return value_set_condition(param, negate == "not-in", name, value);
+    }
+    if param.kind == ParamType::Token
+        && let Some(direction @ ("above" | "below")) = modifier_text
+    {
+        let direction = if direction == "above" {
+            Subsumption::Ancestors
+        } else {
+            Subsumption::Descendants
+        };
+        return subsumption_condition(param, direction, name, value);
     }
     let modifier = parse_modifier(&param, modifier_text, name)?;
     if code == "_lastUpdated" {
@@ -240,6 +254,111 @@ pub fn parse_condition(
     Ok(Condition::Match {
         param,
         modifier,
+        values,
+    })
+}
+
+/// `_text` / `_content` (search/text.rs): every word of a value must start a word of the
+/// resource's text; comma-separated values are alternatives.
+fn text_condition(
+    param: Arc<SearchParam>,
+    modifier: Option<&str>,
+    name: &str,
+    value: &str,
+) -> Result<Condition, FhirError> {
+    if let Some(modifier) = modifier {
+        return Err(unknown(
+            name,
+            format!(
+                "Modifier ':{modifier}' is not supported on '{}'",
+                param.code
+            ),
+        ));
+    }
+    let mut alternatives = Vec::new();
+    for raw in split_values(value) {
+        let words = crate::search::text::search_words(&unescape(&raw));
+        if words.is_empty() {
+            return Err(invalid(
+                name,
+                format!("'{raw}' has no word to search for (letters or digits, two or more)"),
+            ));
+        }
+        let mut all: Vec<Condition> = words
+            .into_iter()
+            .map(|word| Condition::Match {
+                param: param.clone(),
+                modifier: Modifier::None,
+                values: vec![SearchValue::String(word)],
+            })
+            .collect();
+        alternatives.push(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Condition::AllOf(all)
+        });
+    }
+    Ok(if alternatives.len() == 1 {
+        alternatives.remove(0)
+    } else {
+        Condition::AnyOf(alternatives)
+    })
+}
+
+/// Token `:above` / `:below` (`system|code`, several separated by commas): the code and the codes
+/// that subsume it, or that it subsumes, in the code system's hierarchy, as token values.
+fn subsumption_condition(
+    param: Arc<SearchParam>,
+    direction: Subsumption,
+    name: &str,
+    value: &str,
+) -> Result<Condition, FhirError> {
+    let mut values = Vec::new();
+    for raw in split_values(value) {
+        let Some((system, code)) = split_pipe(&raw).filter(|(s, c)| !s.is_empty() && !c.is_empty())
+        else {
+            return Err(invalid(
+                name,
+                format!("'{raw}': :above and :below take system|code"),
+            ));
+        };
+        let codes = crate::terminology::terminology()
+            .subsumption(&system, &code, direction, MAX_VALUE_SET_CODES)
+            .map_err(|error| {
+                invalid(
+                    name,
+                    match error {
+                        SubsumptionError::UnknownSystem => {
+                            format!("This server holds no hierarchy of the code system '{system}'")
+                        }
+                        SubsumptionError::UnknownCode => {
+                            format!("'{code}' is not a code of '{system}'")
+                        }
+                        SubsumptionError::TooMany => {
+                            format!("'{raw}' has more than {MAX_VALUE_SET_CODES} related codes")
+                        }
+                    },
+                )
+            })?;
+        for code in codes {
+            // as for `:in`: `code` elements are indexed without their implied system
+            for system in [system.clone(), String::new()] {
+                values.push(SearchValue::Token {
+                    system: Some(system),
+                    code: Some(code.clone()),
+                });
+            }
+        }
+    }
+    if values.len() > 2 * MAX_VALUE_SET_CODES {
+        return Err(invalid(
+            name,
+            format!("'{name}' names more than {MAX_VALUE_SET_CODES} codes in all"),
+        ));
+    }
+    Ok(Condition::Match {
+        param,
+        modifier: Modifier::None,
         values,
     })
 }
@@ -810,6 +929,97 @@ mod tests {
         );
         assert!(
             matches!(**second, SearchValue::Quantity { prefix: Prefix::Lt, value, .. } if value == 60.0)
+        );
+    }
+
+    fn codes_of(condition: Result<Condition, FhirError>) -> Vec<String> {
+        let Ok(Condition::Match { values, .. }) = condition else {
+            panic!("{condition:?}")
+        };
+        let mut codes: Vec<String> = values
+            .into_iter()
+            .filter_map(|v| match v {
+                SearchValue::Token {
+                    system: Some(system),
+                    code: Some(code),
+                } if !system.is_empty() => Some(code),
+                _ => None,
+            })
+            .collect();
+        codes.sort();
+        codes
+    }
+
+    #[test]
+    fn above_and_below_walk_the_code_system_hierarchy() {
+        let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+        assert_eq!(
+            codes_of(parse(
+                "Condition",
+                "clinical-status:below",
+                &format!("{clinical}|inactive")
+            )),
+            ["inactive", "remission", "resolved"]
+        );
+        assert_eq!(
+            codes_of(parse(
+                "Condition",
+                "clinical-status:above",
+                &format!("{clinical}|resolved")
+            )),
+            ["inactive", "resolved"]
+        );
+        // several levels: FAMMEMB > PRN > NPRN > NMTH > NMTHF
+        let role = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+        let below = codes_of(parse(
+            "RelatedPerson",
+            "relationship:below",
+            &format!("{role}|FAMMEMB"),
+        ));
+        assert!(
+            ["FAMMEMB", "PRN", "MTH", "NMTH", "NMTHF", "SIB"]
+                .iter()
+                .all(|c| below.contains(&c.to_string()))
+        );
+        assert!(!below.contains(&"FRND".to_string()));
+        assert_eq!(
+            codes_of(parse(
+                "RelatedPerson",
+                "relationship:above",
+                &format!("{role}|NMTHF")
+            )),
+            [
+                "FAMMEMB",
+                "MTH",
+                "NMTH",
+                "NMTHF",
+                "PRN",
+                "_PersonalRelationshipRoleType"
+            ]
+        );
+    }
+
+    #[test]
+    fn above_and_below_need_a_known_hierarchy() {
+        let code = |r: Result<Condition, FhirError>| match r {
+            Err(FhirError::Invalid(issues)) => issues[0].code,
+            _ => "ok",
+        };
+        assert_eq!(
+            code(parse(
+                "Condition",
+                "code:below",
+                "http://snomed.info/sct|404684003"
+            )),
+            "value"
+        );
+        assert_eq!(
+            code(parse("Condition", "clinical-status:below", "inactive")),
+            "value"
+        );
+        assert_eq!(
+            code(parse("Condition", "clinical-status:below", "|inactive")),
+            "value"
         );
     }
 

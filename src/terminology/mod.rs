@@ -1,7 +1,8 @@
 //! Terminology for the value sets and code systems the server holds: the program's (from
 //! `profiles/`) and the R4 value sets its required bindings use (from the specification, embedded
-//! as expansions). Built once at start-up; `$expand`, `$validate-code`, `$lookup`, token `:in` /
-//! `:not-in` search and the validator's binding checks all read it.
+//! as expansions), with the subsumption hierarchies of the specification's code systems (generated
+//! `r4-hierarchies.json`). Built once at start-up; `$expand`, `$validate-code`, `$lookup`, token
+//! `:in` / `:not-in` / `:above` / `:below` search and the validator's binding checks all read it.
 
 use std::sync::LazyLock;
 
@@ -81,6 +82,47 @@ impl ValueSet {
 pub struct Terminology {
     code_systems: FxHashMap<String, CodeSystem>,
     value_sets: FxHashMap<String, ValueSet>,
+    hierarchies: FxHashMap<String, Hierarchy>,
+}
+
+/// The `is-a` links of one code system, both ways.
+#[derive(Debug, Default)]
+struct Hierarchy {
+    parents: FxHashMap<String, Vec<String>>,
+    children: FxHashMap<String, Vec<String>>,
+}
+
+impl Hierarchy {
+    fn link(&mut self, code: &str, parent: &str) {
+        self.parents
+            .entry(code.to_string())
+            .or_default()
+            .push(parent.to_string());
+        self.children
+            .entry(parent.to_string())
+            .or_default()
+            .push(code.to_string());
+    }
+}
+
+/// Which way `:above` / `:below` walk a hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subsumption {
+    /// The code and every code that subsumes it (`:above`).
+    Ancestors,
+    /// The code and every code it subsumes (`:below`).
+    Descendants,
+}
+
+/// Why a code's relatives cannot be listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubsumptionError {
+    /// The server knows no hierarchy of this code system.
+    UnknownSystem,
+    /// The code system is held in full and has no such code.
+    UnknownCode,
+    /// More relatives than a search may list.
+    TooMany,
 }
 
 static TERMINOLOGY: LazyLock<Terminology> = LazyLock::new(Terminology::build);
@@ -98,9 +140,11 @@ impl Terminology {
                 code_systems.insert(cs.url.clone(), cs);
             }
         }
+        let hierarchies = hierarchies_of(&code_systems);
         let mut terminology = Terminology {
             code_systems,
             value_sets: FxHashMap::default(),
+            hierarchies,
         };
         let program = crate::fhir::profiles::artefacts_of("ValueSet");
         // A value set may include another: expand again until every one is known.
@@ -134,6 +178,53 @@ impl Terminology {
 
     pub fn value_set(&self, url: &str) -> Option<&ValueSet> {
         self.value_sets.get(strip_version(url))
+    }
+
+    /// `code` and its ancestors or descendants in `system` (at most `limit` codes), for token
+    /// `:above` / `:below`. A code system held in full must have the code; of the
+    /// specification's code systems only the hierarchy is held, so any code is accepted there
+    /// (one outside the hierarchy has no relatives).
+    pub fn subsumption(
+        &self,
+        system: &str,
+        code: &str,
+        direction: Subsumption,
+        limit: usize,
+    ) -> Result<Vec<String>, SubsumptionError> {
+        let system = strip_version(system);
+        if let Some(cs) = self.code_systems.get(system)
+            && cs.concept(code).is_none()
+        {
+            return Err(SubsumptionError::UnknownCode);
+        }
+        let Some(hierarchy) = self.hierarchies.get(system) else {
+            // a flat code system held in full: the code alone
+            return if self.code_systems.contains_key(system) {
+                Ok(vec![code.to_string()])
+            } else {
+                Err(SubsumptionError::UnknownSystem)
+            };
+        };
+        let links = match direction {
+            Subsumption::Ancestors => &hierarchy.parents,
+            Subsumption::Descendants => &hierarchy.children,
+        };
+        let mut found = vec![code.to_string()];
+        let mut seen: FxHashSet<&str> = FxHashSet::default();
+        seen.insert(code);
+        let mut at = 0;
+        while let Some(current) = found.get(at).cloned() {
+            at += 1;
+            for next in links.get(&current).into_iter().flatten() {
+                if seen.insert(next) {
+                    if found.len() >= limit {
+                        return Err(SubsumptionError::TooMany);
+                    }
+                    found.push(next.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Expands a ValueSet resource (the program's or a client's) with the code systems held;
@@ -340,6 +431,43 @@ fn code_system_of(resource: &Value) -> Option<CodeSystem> {
         concepts,
         index,
     })
+}
+
+/// The hierarchies of the held code systems (nested concepts and `parent` properties), then
+/// those of the specification's code systems that the program does not redefine.
+fn hierarchies_of(code_systems: &FxHashMap<String, CodeSystem>) -> FxHashMap<String, Hierarchy> {
+    let mut hierarchies: FxHashMap<String, Hierarchy> = FxHashMap::default();
+    for (url, cs) in code_systems {
+        let mut hierarchy = Hierarchy::default();
+        for concept in &cs.concepts {
+            for child in &concept.children {
+                hierarchy.link(child, &concept.code);
+            }
+            for property in &concept.properties {
+                if matches!(property["code"].as_str(), Some("parent" | "subsumedBy"))
+                    && let Some(parent) = property["valueCode"].as_str()
+                {
+                    hierarchy.link(&concept.code, parent);
+                }
+            }
+        }
+        if !hierarchy.parents.is_empty() {
+            hierarchies.insert(url.clone(), hierarchy);
+        }
+    }
+    let generated: FxHashMap<String, Vec<(String, String)>> =
+        serde_json::from_str(include_str!("r4-hierarchies.json")).unwrap_or_default();
+    for (url, pairs) in generated {
+        if code_systems.contains_key(&url) {
+            continue;
+        }
+        let mut hierarchy = Hierarchy::default();
+        for (code, parent) in &pairs {
+            hierarchy.link(code, parent);
+        }
+        hierarchies.insert(url, hierarchy);
+    }
+    hierarchies
 }
 
 fn strip_version(url: &str) -> &str {

@@ -21,7 +21,205 @@ backend_tests!(
     unknown_and_malformed_parameters,
     entry_points,
     composite_parameters,
+    token_hierarchy_modifiers,
+    full_text_parameters,
 );
+
+/// `_text` (narrative) and `_content` (every text of the resource): each word of a value begins
+/// a word of the resource, case and accents ignored; commas are OR, `&` is AND.
+async fn full_text_parameters(app: TestApp) {
+    let div = |text: &str| format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{text}</div>");
+    seed(
+        &app,
+        &[
+            json!({"resourceType":"Condition","id":"food","subject":{"reference":"Patient/p"},
+                "text":{"status":"generated","div":div("Food insecurity &amp; <b>housing</b> instability")},
+                "code":{"text":"Food insecurity"},"note":[{"text":"Referred to the Eastside food bank"}]}),
+            json!({"resourceType":"Condition","id":"housing","subject":{"reference":"Patient/p"},
+                "text":{"status":"generated","div":div("Homelessness")},
+                "code":{"coding":[{"system":"http://snomed.info/sct","code":"32911000","display":"Homeless"}]},
+                "note":[{"text":"Staying at a shelter in München"}]}),
+            json!({"resourceType":"Condition","id":"plain","subject":{"reference":"Patient/p"},
+                "code":{"text":"Transportation insecurity"}}),
+            json!({"resourceType":"Patient","id":"p","name":[{"family":"Foodman"}]}),
+        ],
+    )
+    .await;
+    assert_eq!(ids(&app, "Condition?_text=housing").await, set(&["food"]));
+    assert_eq!(
+        ids(&app, "Condition?_text=HOME").await,
+        set(&["housing"]),
+        "prefix of a word, case-insensitive"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_text=insecurity").await,
+        set(&["food"]),
+        "_text is the narrative only"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=insecurity").await,
+        set(&["food", "plain"])
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=food%20bank").await,
+        set(&["food"]),
+        "every word must match"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=food%20shelter").await,
+        set(&[])
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=bank,shelter").await,
+        set(&["food", "housing"]),
+        "comma is OR"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=munchen").await,
+        set(&["housing"]),
+        "accents ignored"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=homeless").await,
+        set(&["housing"]),
+        "a coding's display"
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=insecurity&_text=food").await,
+        set(&["food"])
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=snomed").await,
+        set(&[]),
+        "code system URLs are not content"
+    );
+    assert_eq!(ids(&app, "Patient?_content=foodman").await, set(&["p"]));
+    assert_eq!(
+        ids(&app, "Condition?_text:missing=true").await,
+        set(&["plain"])
+    );
+    // an update replaces the words
+    let changed = json!({"resourceType":"Condition","id":"plain","subject":{"reference":"Patient/p"},
+        "code":{"text":"Utility shutoff"}});
+    seed(&app, std::slice::from_ref(&changed)).await;
+    assert_eq!(
+        ids(&app, "Condition?_content=transportation").await,
+        set(&[])
+    );
+    assert_eq!(
+        ids(&app, "Condition?_content=utility").await,
+        set(&["plain"])
+    );
+    expect_outcome(app.get("Condition?_content=%20-%20").await, 400, "value").await;
+    let strict = send(
+        app.request(Method::GET, "Condition?_content:exact=food")
+            .header("Prefer", "handling=strict"),
+    )
+    .await;
+    expect_outcome(strict, 400, "not-supported").await;
+}
+
+/// Token `:above` / `:below` walk the code system's hierarchy (condition-clinical: `inactive`
+/// subsumes `remission` and `resolved`; v3 RoleCode: FAMMEMB > PRN > MTH, FAMMEMB > SIB).
+async fn token_hierarchy_modifiers(app: TestApp) {
+    const CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    const ROLE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+    let condition = |id: &str, status: &str| {
+        json!({"resourceType":"Condition","id":id,"subject":{"reference":"Patient/p"},
+            "clinicalStatus":{"coding":[{"system":CLINICAL,"code":status}]},
+            "code":{"text":"Food insecurity"}})
+    };
+    let related = |id: &str, system: &str, code: &str| {
+        json!({"resourceType":"RelatedPerson","id":id,"patient":{"reference":"Patient/p"},
+            "relationship":[{"coding":[{"system":system,"code":code}]}]})
+    };
+    seed(
+        &app,
+        &[
+            json!({"resourceType":"Patient","id":"p"}),
+            condition("c-active", "active"),
+            condition("c-relapse", "relapse"),
+            condition("c-inactive", "inactive"),
+            condition("c-remission", "remission"),
+            condition("c-resolved", "resolved"),
+            related("mother", ROLE, "MTH"),
+            related("sister", ROLE, "SIB"),
+            related("parent", ROLE, "PRN"),
+            related("friend", ROLE, "FRND"),
+            related("other-system", "urn:other", "MTH"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        ids(
+            &app,
+            &format!("Condition?clinical-status:below={CLINICAL}|inactive")
+        )
+        .await,
+        set(&["c-inactive", "c-remission", "c-resolved"])
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("Condition?clinical-status:below={CLINICAL}|relapse")
+        )
+        .await,
+        set(&["c-relapse"]),
+        "a leaf is below itself only"
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("Condition?clinical-status:above={CLINICAL}|remission")
+        )
+        .await,
+        set(&["c-inactive", "c-remission"])
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("Condition?clinical-status:below={CLINICAL}|active,{CLINICAL}|resolved")
+        )
+        .await,
+        set(&["c-active", "c-relapse", "c-resolved"]),
+        "comma is OR"
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("RelatedPerson?relationship:below={ROLE}|FAMMEMB")
+        )
+        .await,
+        set(&["mother", "sister", "parent"]),
+        "several levels, and only in this system"
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("RelatedPerson?relationship:below={ROLE}|PRN")
+        )
+        .await,
+        set(&["mother", "parent"])
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &format!("RelatedPerson?relationship:above={ROLE}|NMTHF")
+        )
+        .await,
+        set(&["mother", "parent"]),
+        "NMTHF is below NMTH, MTH, PRN and FAMMEMB"
+    );
+    // no hierarchy known, no system, or a code a held code system does not have: 400, in
+    // both handling modes (ignoring it would widen the answer)
+    for query in [
+        "Condition?code:below=http://snomed.info/sct|404684003".to_string(),
+        "Condition?clinical-status:below=inactive".to_string(),
+        "Patient?eligibility-category:below=http://example.org/fhir/pivot/CodeSystem/pivot-eligibility|no-such-code".to_string(),
+    ] {
+        expect_outcome(app.get(&query).await, 400, "value").await;
+    }
+}
 
 async fn composite_parameters(app: TestApp) {
     let bp = |id: &str, systolic: i64, diastolic: i64| -> Value {

@@ -50,7 +50,13 @@ pub fn build(fhir_base: &str, date: &str, registry: &Registry) -> Value {
             let search_params: Vec<Value> = registry
                 .params_of(resource_type)
                 .filter(|p| p.kind != ParamType::Special && (p.kind != ParamType::Composite || p.components.len() == 2))
-                .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.as_str() }))
+                .map(|p| {
+                    let mut param = json!({ "name": p.code, "definition": p.url, "type": p.kind.as_str() });
+                    if let Some(documentation) = search_documentation(&p.code) {
+                        param["documentation"] = json!(documentation);
+                    }
+                    param
+                })
                 .collect();
             let references: Vec<String> = registry
                 .params_of(resource_type)
@@ -166,4 +172,20 @@ fn program_profiles() -> Vec<(String, String)> {
             ))
         })
         .collect()
+}
+
+/// How the server reads the parameters whose matching the specification leaves to it.
+fn search_documentation(code: &str) -> Option<&'static str> {
+    match code {
+        "_text" => Some(
+            "Words of the narrative: each word of the value must begin a word of the narrative \
+             (case and accents ignored); comma-separated values are alternatives.",
+        ),
+        "_content" => Some(
+            "Words of any text of the resource (narrative, names, displays, notes; not ids, \
+             references or URLs): each word of the value must begin one of them (case and \
+             accents ignored); comma-separated values are alternatives.",
+        ),
+        _ => None,
+    }
 }
