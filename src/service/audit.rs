@@ -18,6 +18,10 @@ use crate::store::{AnyConnection, Store};
 
 const QUEUE_CAPACITY: usize = 10_000;
 const BATCH: usize = 1_000;
+/// How long the writer collects rows after the first one before appending them: one commit per
+/// interval instead of one per request under load (each commit is a WAL append and, on SQLite,
+/// the single writer's time).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Where rows recorded outside a write's transaction go.
 #[derive(Clone)]
@@ -45,10 +49,12 @@ impl AuditTrail {
 pub async fn run_writer(store: Store, AuditQueue(mut receiver): AuditQueue) {
     while let Some(first) = receiver.recv().await {
         let mut rows = vec![first];
+        let until = tokio::time::Instant::now() + GATHER;
         while rows.len() < BATCH {
-            match receiver.try_recv() {
-                Ok(row) => rows.push(row),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, receiver.recv()).await {
+                Ok(Some(row)) => rows.push(row),
+                // the interval is over, or every sender is gone (shutdown): append what we have
+                Ok(None) | Err(_) => break,
             }
         }
         let mut attempt = 0;

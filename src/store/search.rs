@@ -978,7 +978,6 @@ mod tests {
             "x|1",
             0,
         );
-        let mut sql = Sql::default();
         let spec = SearchSpec {
             types: vec!["Observation".into()],
             conditions: vec![
@@ -987,18 +986,27 @@ mod tests {
             ],
             ..Default::default()
         };
-        where_clause(&mut sql, &spec);
-        let mut expected = 1;
-        let mut rest = sql.text.as_str();
-        while let Some(at) = rest.find('$') {
-            let digits: String = rest[at + 1..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            assert_eq!(digits.parse::<usize>().ok(), Some(expected), "{}", sql.text);
-            expected += 1;
-            rest = &rest[at + 1..];
+        // `$n` for PostgreSQL; `?n` for SQLite, which would look `$n` up as a name
+        for (sqlite, marker) in [(false, '$'), (true, '?')] {
+            let mut sql = Sql {
+                sqlite,
+                ..Sql::default()
+            };
+            where_clause(&mut sql, &spec);
+            let other = if sqlite { '$' } else { '?' };
+            assert!(!sql.text.contains(other), "{}", sql.text);
+            let mut expected = 1;
+            let mut rest = sql.text.as_str();
+            while let Some(at) = rest.find(marker) {
+                let digits: String = rest[at + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                assert_eq!(digits.parse::<usize>().ok(), Some(expected), "{}", sql.text);
+                expected += 1;
+                rest = &rest[at + 1..];
+            }
+            assert_eq!(expected - 1, sql.binds.len());
         }
-        assert_eq!(expected - 1, sql.binds.len());
     }
 }

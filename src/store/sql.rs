@@ -1,6 +1,7 @@
-//! Raw SQL written once for both backends: text with `$n` placeholders, numbered in the order
-//! they appear (PostgreSQL reads them natively; SQLite binds named parameters by order of first
-//! appearance), and the values bound to them.
+//! Raw SQL written once for both backends: text with numbered placeholders in the order they
+//! appear (`$n` for PostgreSQL, `?n` for SQLite), and the values bound to them. SQLite reads
+//! `$n` as a *named* parameter and looks every new name up among the earlier ones: a batch
+//! insert of thousands of values then spends most of its time comparing names.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable, Text};
@@ -38,7 +39,8 @@ impl Sql {
 
     pub fn bind(&mut self, bind: Bind) {
         self.binds.push(bind);
-        self.text.push_str(&format!("${}", self.binds.len()));
+        let marker = if self.sqlite { '?' } else { '$' };
+        self.text.push_str(&format!("{marker}{}", self.binds.len()));
     }
 
     pub fn text(&mut self, value: &str) {
