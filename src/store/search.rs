@@ -988,10 +988,8 @@ mod tests {
         };
         // `$n` for PostgreSQL; `?n` for SQLite, which would look `$n` up as a name
         for (sqlite, marker) in [(false, '$'), (true, '?')] {
-            let mut sql = Sql {
-                sqlite,
-                ..Sql::default()
-            };
+            let mut sql = Sql::default();
+            sql.sqlite = sqlite;
             where_clause(&mut sql, &spec);
             let other = if sqlite { '$' } else { '?' };
             assert!(!sql.text.contains(other), "{}", sql.text);
