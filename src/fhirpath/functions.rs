@@ -625,41 +625,36 @@ impl<'a> Engine<'a> {
             rows.push((values, item));
         }
         let mut failure = None;
-        // Keys of mixed types, or dates of different precisions, have no total order: the
-        // standard sort may then panic. That is an error of the expression, not of the server.
-        let sorted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rows.sort_by(|(a, _), (b, _)| {
-                for (position, (x, y)) in a.iter().zip(b).enumerate() {
-                    let descending = keys
-                        .get(position)
-                        .is_some_and(|(_, descending)| *descending);
-                    let order = match (x, y) {
-                        (None, None) => std::cmp::Ordering::Equal,
-                        // Items without a key go last (first when descending).
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (Some(x), Some(y)) => match ops::compare(x, y) {
-                            Ok(order) => order.unwrap_or(std::cmp::Ordering::Equal),
-                            Err(err) => {
-                                failure.get_or_insert(err);
-                                std::cmp::Ordering::Equal
-                            }
-                        },
-                    };
-                    let order = if descending { order.reverse() } else { order };
-                    if order.is_ne() {
-                        return order;
-                    }
+        // Keys of mixed types, or dates of different precisions, have no total order, on which
+        // the standard sort may panic: a merge sort only ever gives some order.
+        let sorted = merge_sort_by(rows, &mut |(a, _), (b, _)| {
+            for (position, (x, y)) in a.iter().zip(b).enumerate() {
+                let descending = keys
+                    .get(position)
+                    .is_some_and(|(_, descending)| *descending);
+                let order = match (x, y) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    // Items without a key go last (first when descending).
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) => match ops::compare(x, y) {
+                        Ok(order) => order.unwrap_or(std::cmp::Ordering::Equal),
+                        Err(err) => {
+                            failure.get_or_insert(err);
+                            std::cmp::Ordering::Equal
+                        }
+                    },
+                };
+                let order = if descending { order.reverse() } else { order };
+                if order.is_ne() {
+                    return order;
                 }
-                std::cmp::Ordering::Equal
-            })
-        }));
-        if sorted.is_err() && failure.is_none() {
-            failure = Some(error("sort(): the keys cannot be put in one order"));
-        }
+            }
+            std::cmp::Ordering::Equal
+        });
         match failure {
             Some(err) => Err(err),
-            None => Ok(rows.into_iter().map(|(_, item)| item).collect()),
+            None => Ok(sorted.into_iter().map(|(_, item)| item).collect()),
         }
     }
 
@@ -1252,9 +1247,58 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// A stable merge sort that accepts any comparison: where it is not a total order the result is
+/// some order of the items, never a panic (unlike the standard sorts).
+fn merge_sort_by<T>(
+    mut items: Vec<T>,
+    compare: &mut impl FnMut(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    if items.len() <= 1 {
+        return items;
+    }
+    let right = items.split_off(items.len() / 2);
+    let left = merge_sort_by(items, compare);
+    let right = merge_sort_by(right, compare);
+    let mut merged = Vec::with_capacity(left.len() + right.len());
+    let mut left = left.into_iter().peekable();
+    let mut right = right.into_iter().peekable();
+    while let (Some(l), Some(r)) = (left.peek(), right.peek()) {
+        // equal keys keep the left (earlier) item first
+        let next = if compare(r, l).is_lt() {
+            right.next()
+        } else {
+            left.next()
+        };
+        merged.extend(next);
+    }
+    merged.extend(left);
+    merged.extend(right);
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_sort_is_stable_and_survives_any_comparison() {
+        let pairs = vec![(3, 'a'), (1, 'b'), (3, 'c'), (2, 'd'), (1, 'e')];
+        let sorted = merge_sort_by(pairs, &mut |x, y| x.0.cmp(&y.0));
+        assert_eq!(sorted, [(1, 'b'), (1, 'e'), (2, 'd'), (3, 'a'), (3, 'c')]);
+        // no total order at all: some order of the same items, no panic
+        let mut flip = false;
+        let items: Vec<u32> = (0..500).collect();
+        let mut shuffled = merge_sort_by(items, &mut |_, _| {
+            flip = !flip;
+            if flip {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        shuffled.sort_unstable();
+        assert_eq!(shuffled, (0..500).collect::<Vec<u32>>());
+    }
 
     fn d(text: &str) -> Decimal {
         Decimal::parse(text).unwrap_or(Decimal::ZERO)
