@@ -238,10 +238,8 @@ pub fn history(
         sql.int(cursor.version_id);
         sql.push(")");
     }
-    sql.push(
-        " ORDER BY v.last_updated DESC, v.resource_type DESC, v.id DESC, v.version_id DESC LIMIT ",
-    );
-    sql.int(query.limit);
+    sql.push(" ORDER BY v.last_updated DESC, v.resource_type DESC, v.id DESC, v.version_id DESC");
+    sql.limit("LIMIT", query.limit);
     run(conn, sql)
 }
 

@@ -174,9 +174,9 @@ pub fn claim(
     sql.push(
         " AND NOT EXISTS (SELECT 1 FROM subscription_events p WHERE \
          p.subscription_id = e.subscription_id AND p.status = 'pending' AND p.pk < e.pk) \
-         ORDER BY e.pk LIMIT ",
+         ORDER BY e.pk",
     );
-    sql.int(limit);
+    sql.limit("LIMIT", limit);
     if postgres {
         sql.push(" FOR UPDATE SKIP LOCKED");
     }
@@ -245,8 +245,8 @@ pub fn events_between(
     sql.int(from);
     sql.push(" AND event_number <= ");
     sql.int(to);
-    sql.push(" ORDER BY event_number LIMIT ");
-    sql.int(limit);
+    sql.push(" ORDER BY event_number");
+    sql.limit("LIMIT", limit);
     run(conn, sql)
 }
 
