@@ -1,7 +1,8 @@
 //! Raw SQL written once for both backends: text with numbered placeholders in the order they
-//! appear (`$n` for PostgreSQL, `?n` for SQLite), and the values bound to them. SQLite reads
-//! `$n` as a *named* parameter and looks every new name up among the earlier ones: a batch
-//! insert of thousands of values then spends most of its time comparing names.
+//! appear (`$n` for PostgreSQL, `?n` for SQLite; a statement as it can be read and checked), and
+//! the values bound to them. When it runs, diesel writes the placeholders where `text` has them
+//! (`$n` on PostgreSQL, positional `?` on SQLite, which would look each `$n` up by name among the
+//! earlier ones: quadratic in a batch insert's values).
 //!
 //! On SQLite, the prepared statements of the most common query texts stay with each connection
 //! (`may_cache`): compiling a search costs about as much as running it.
