@@ -761,6 +761,14 @@ pub fn search(conn: &mut AnyConnection, spec: &SearchSpec) -> Result<Vec<Found>,
     let mut sql = Sql::for_connection(conn);
     sql.push(COLUMNS);
     where_clause_driven(&mut sql, spec, drive);
+    // A selective condition's key list, in key order, filtered per candidate: the same plan
+    // suits all values (chains and `_has` plan inner searches of their own, so they are not kept).
+    sql.one_plan_fits_all = drive
+        && spec.sort.is_empty()
+        && spec
+            .conditions
+            .iter()
+            .all(|c| matches!(c, Condition::Match { .. } | Condition::Id(_)));
     let reversed = spec.before_pk.is_some() && spec.sort.is_empty();
     if spec.sort.is_empty() {
         if let Some(after) = spec.after_pk {
